@@ -1,0 +1,74 @@
+"""One config for a pipeline run. Presets fill in the iteration counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+Preset = Literal["quick", "standard"]
+
+# Iteration budgets per preset. quick: a CPU finishes the demo in about a minute.
+PRESETS: dict[str, dict[str, int]] = {
+    "quick": {"gan_iterations": 400, "epochs": 8, "seeds": 1},
+    "standard": {"gan_iterations": 3000, "epochs": 30, "seeds": 3},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: Preset = "standard"
+    target: int | None = None  # images per class after balancing; None = largest class
+    gan_iterations: int | None = None  # generator updates per minority class; None = preset
+    epochs: int | None = None  # classifier passes over the largest training set; None = preset
+    seeds: int | None = None  # classifier seeds per method; None = preset
+    seed: int = 0  # base seed: split, GAN init, classifier init, oversampling
+    image_size: int | None = None  # working side length in px; None = 28 if inputs <= 32 px else 64
+    test_fraction: float = 0.2  # held-out share per class when the zip has no test/ folder
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gan_batch: int = 64  # real and fake images per GAN step, per class
+    gan_latent: int = 100  # generator input noise dimension
+    gan_lr: float = 2e-4  # Adam, betas (0.5, 0.999), both networks
+    diffaug_below: int = 1000  # classes with fewer training images get DiffAugment
+    classifier_batch: int = 64
+    classifier_lr: float = 1e-3
+    progress_every: int = 50  # iterations between progress callbacks
+
+    def resolved(self) -> RunConfig:
+        """Fill the preset's values into the fields left as None."""
+        preset = PRESETS[self.preset]
+        return replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config option(s): {', '.join(unknown)}")
+        return cls(**values).validated()
+
+    def validated(self) -> RunConfig:
+        """Raise ValueError naming the first option out of range."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        checks = [
+            ("target", self.target, 1, 1_000_000),
+            ("gan_iterations", self.gan_iterations, 1, 1_000_000),
+            ("epochs", self.epochs, 1, 10_000),
+            ("seeds", self.seeds, 1, 20),
+            ("image_size", self.image_size, 8, 128),
+            ("gan_batch", self.gan_batch, 1, 4096),
+            ("classifier_batch", self.classifier_batch, 1, 4096),
+        ]
+        for name, value, lo, hi in checks:
+            if value is not None and not (lo <= value <= hi):
+                raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
+        if self.image_size is not None and self.image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {self.image_size}")
+        if not (0.0 < self.test_fraction < 1.0):
+            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        return self
