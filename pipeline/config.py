@@ -9,8 +9,8 @@ Preset = Literal["quick", "standard"]
 
 # Iteration budgets per preset. quick: a CPU finishes the demo in about a minute.
 PRESETS: dict[str, dict[str, int]] = {
-    "quick": {"gan_iterations": 400, "epochs": 8, "seeds": 1},
-    "standard": {"gan_iterations": 3000, "epochs": 30, "seeds": 3},
+    "quick": {"gan_iterations": 500, "gan_width": 32, "epochs": 10, "seeds": 1},
+    "standard": {"gan_iterations": 3000, "gan_width": 64, "epochs": 30, "seeds": 3},
 }
 
 
@@ -27,6 +27,7 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gan_batch: int = 64  # real and fake images per GAN step, per class
     gan_latent: int = 100  # generator input noise dimension
+    gan_width: int | None = None  # channels of the finest GAN layer (doubling per coarser level)
     gan_lr: float = 2e-4  # Adam, betas (0.5, 0.999), both networks
     diffaug_below: int = 1000  # classes with fewer training images get DiffAugment
     classifier_batch: int = 64
@@ -62,6 +63,7 @@ class RunConfig:
             ("seeds", self.seeds, 1, 20),
             ("image_size", self.image_size, 8, 128),
             ("gan_batch", self.gan_batch, 1, 4096),
+            ("gan_width", self.gan_width, 8, 256),
             ("classifier_batch", self.classifier_batch, 1, 4096),
         ]
         for name, value, lo, hi in checks:

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import math
+import platform
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.classifier import predict, train_classifiers
+from pipeline.config import RunConfig
+from pipeline.dataset import ImageDataset, load_dataset
+from pipeline.evaluation import METHODS, evaluate_methods
+from pipeline.gan import generate, to_unit, train_class_gans
+from pipeline.packaging import write_balanced_zip, write_samples_png
 
 # progress(stage, fraction): stage is one of STAGES; fraction is the whole job's progress, 0..1.
 # The callback may raise (e.g. to cancel a job); the exception propagates and nothing is left
@@ -10,3 +27,227 @@ from collections.abc import Callable
 ProgressFn = Callable[[str, float], None]
 
 STAGES = ("validating", "training_gan", "training_classifier", "evaluating", "packaging")
+# Where each stage starts and ends on the 0..1 progress scale.
+_SPAN = {
+    "validating": (0.0, 0.05),
+    "training_gan": (0.05, 0.6),
+    "training_classifier": (0.6, 0.9),
+    "evaluating": (0.9, 0.95),
+    "packaging": (0.95, 1.0),
+}
+OUTPUT_FILES = ("balanced.zip", "samples.png", "report.json")  # report.json last: it marks done
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run_pipeline(
+    dataset_zip: Path, out_dir: Path, config: RunConfig, progress: ProgressFn | None = None
+) -> dict:
+    """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png."""
+    cfg = config.resolved().validated()
+    report_progress = _progress_reporter(progress)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    report_progress("validating", 0.0)
+    ds = load_dataset(Path(dataset_zip), cfg.test_fraction, cfg.seed, cfg.image_size)
+    timings["loading_seconds"] = time.perf_counter() - t0
+    device = pick_device(cfg.device)
+    counts = ds.train_counts()
+    target = cfg.target or max(counts)
+    minority = [i for i, n in enumerate(counts) if n < target]
+
+    t = time.perf_counter()
+    synthetic, gan_info = balance_with_gans(ds, minority, target, cfg, device, report_progress)
+    timings["gan_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    methods = compare_classifiers(ds, synthetic, target, cfg, device, report_progress)
+    timings["classifier_seconds"] = time.perf_counter() - t
+
+    report = {
+        "dataset": {
+            "image_size": [ds.image_size, ds.image_size],
+            "channels": ds.channels,
+            "test_source": ds.test_source,
+            "warnings": ds.warnings,
+        },
+        "classes": [
+            {
+                "name": name,
+                "train_count": counts[i],
+                "synthetic_count": len(synthetic.get(i, ())),
+                "test_count": ds.test_counts()[i],
+            }
+            for i, name in enumerate(ds.class_names)
+        ],
+        "target": target,
+        "methods": methods,
+        "gan": gan_info,
+        "timings": timings,
+        "environment": _environment(device),
+        "config": cfg.to_dict(),
+    }
+    report_progress("packaging", 0.0)
+    t = time.perf_counter()
+    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic)
+    timings["packaging_seconds"] = time.perf_counter() - t
+    timings["total_seconds"] = time.perf_counter() - t0
+    _write_json(Path(out_dir) / "report.json", report)  # again, now with the packaging time
+    report_progress("packaging", 1.0)
+    return report
+
+
+def balance_with_gans(
+    ds: ImageDataset,
+    minority: list[int],
+    target: int,
+    cfg: RunConfig,
+    device: torch.device,
+    progress,
+) -> tuple[dict[int, torch.Tensor], dict]:
+    """Train one GAN per minority class (all at once) and generate target - count images each."""
+    if not minority:
+        return {}, {}
+    counts = [int((ds.train_labels == c).sum()) for c in minority]
+    n_max = max(counts)
+    real = torch.full((len(minority), n_max, ds.channels, ds.image_size, ds.image_size), -1.0)
+    for k, c in enumerate(minority):
+        real[k, : counts[k]] = to_unit(ds.train_images[ds.train_labels == c])
+    iters = cfg.gan_iterations
+    result = train_class_gans(
+        real.to(device),
+        torch.tensor(counts, device=device),
+        torch.tensor([n < cfg.diffaug_below for n in counts]),
+        iterations=iters,
+        batch=cfg.gan_batch,
+        latent=cfg.gan_latent,
+        lr=cfg.gan_lr,
+        width=cfg.gan_width,
+        seed=cfg.seed,
+        on_step=lambda i: progress("training_gan", i / iters),
+        step_every=cfg.progress_every,
+    )
+    need = [target - n for n in counts]
+    images = generate(result.generator, need, cfg.gan_latent, cfg.gan_batch, cfg.seed + 1)
+    info = {
+        ds.class_names[c]: {
+            "iterations": iters,
+            "seconds": result.seconds,  # wall time of the joint training of all minority GANs
+            "trained_jointly_with": len(minority),
+            "train_images": counts[k],
+            "generated": need[k],
+            "diff_augment": counts[k] < cfg.diffaug_below,
+            "loss_every": result.loss_every,
+            "d_loss": [round(float(v), 4) for v in result.d_loss[:, k]],
+            "g_loss": [round(float(v), 4) for v in result.g_loss[:, k]],
+        }
+        for k, c in enumerate(minority)
+    }
+    return dict(zip(minority, images, strict=True)), info
+
+
+def compare_classifiers(
+    ds: ImageDataset,
+    synthetic: dict[int, torch.Tensor],
+    target: int,
+    cfg: RunConfig,
+    device,
+    progress,
+) -> dict[str, dict]:
+    """Train SmallCNN per (method, seed) on baseline / oversample / gan data; evaluate each."""
+    n_real = len(ds.train_labels)
+    syn_images = [synthetic[c] for c in synthetic]
+    images = torch.cat([ds.train_images, *syn_images]) if syn_images else ds.train_images
+    labels = torch.cat([ds.train_labels, *[torch.full((len(v),), c) for c, v in synthetic.items()]])
+    rng = np.random.default_rng(cfg.seed)
+    pools = {
+        "baseline": np.arange(n_real),
+        "oversample": oversampled_indices(ds.train_labels.numpy(), target, rng),
+        "gan": np.arange(len(labels)),
+    }
+    method_of = [m for m in METHODS for _ in range(cfg.seeds)]
+    seed_of = [s for _ in METHODS for s in range(cfg.seeds)]
+    pool_list = [pools[m] for m in method_of]
+    p_max = max(len(p) for p in pool_list)
+    padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in pool_list]))
+    steps = cfg.epochs * math.ceil(p_max / cfg.classifier_batch)
+    model = train_classifiers(
+        images.to(device),
+        labels.to(device),
+        padded.to(device),
+        torch.tensor([len(p) for p in pool_list], device=device),
+        seed_of,
+        len(ds.class_names),
+        steps=steps,
+        batch=cfg.classifier_batch,
+        lr=cfg.classifier_lr,
+        seed=cfg.seed,
+        on_step=lambda i: progress("training_classifier", i / steps),
+        step_every=cfg.progress_every,
+    )
+    progress("evaluating", 0.0)
+    preds = predict(model, ds.test_images.to(device)).numpy()
+    return evaluate_methods(preds, ds.test_labels.numpy(), method_of, ds.class_names)
+
+
+def oversampled_indices(labels: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """All real images, plus minority images repeated at random until each class has `target`."""
+    extra = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < target:
+            extra.append(rng.choice(idx, target - len(idx), replace=True))
+    return np.concatenate([np.arange(len(labels)), *extra])
+
+
+def write_outputs(
+    out_dir: Path, report: dict, source_zip: Path, ds: ImageDataset, synthetic
+) -> None:
+    """Write every output into a temporary folder beside out_dir, then move each into place."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic)
+        write_samples_png(tmp / "samples.png", ds, synthetic)
+        _write_json(tmp / "report.json", report)
+        for name in OUTPUT_FILES:
+            (tmp / name).replace(out_dir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path)
+
+
+def _progress_reporter(progress: ProgressFn | None) -> Callable[[str, float], None]:
+    """Map (stage, fraction of the stage) to (stage, fraction of the whole job)."""
+
+    def report(stage: str, fraction: float) -> None:
+        if progress is not None:
+            lo, hi = _SPAN[stage]
+            progress(stage, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
+
+    return report
+
+
+def _environment(device: torch.device) -> dict:
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
+    return {
+        "device": f"{device.type}: {name}",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+    }
