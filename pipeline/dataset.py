@@ -127,7 +127,8 @@ def _checked_layout(train: dict, test: dict, explicit: bool, skipped: list[str])
     if len(classes) < 2:
         where = "train/" if explicit else "the top level"
         raise DatasetError(
-            f"found {len(classes)} class folder(s) with images under {where}; at least 2 classes are needed",
+            f"found {len(classes)} class folder(s) with images under {where}; "
+            "at least 2 classes are needed",
             rule="too_few_classes",
         )
     for c in sorted(set(test) - set(train), key=natural_key):

@@ -78,12 +78,10 @@ def write_samples_png(
 ) -> None:
     """A grid with two rows per minority class: real training images, then generated ones."""
     label_w, pad = 120, 4
-    rows = [
-        (label, "real", dataset.train_images[dataset.train_labels == label]) for label in synthetic
-    ]
-    rows = [
-        r for pair in zip(rows, [(k, "generated", v) for k, v in synthetic.items()]) for r in pair
-    ]
+    rows = []
+    for label, fakes in synthetic.items():
+        rows.append((label, "real", dataset.train_images[dataset.train_labels == label]))
+        rows.append((label, "generated", fakes))
     height = max(len(rows), 1) * (cell + pad) + pad
     grid = Image.new("RGB", (label_w + per_row * (cell + pad) + pad, height), "white")
     draw = ImageDraw.Draw(grid)
