@@ -28,7 +28,7 @@ ProgressFn = Callable[[str, float], None]
 
 STAGES = ("validating", "training_gan", "training_classifier", "evaluating", "packaging")
 # Where each stage starts and ends on the 0..1 progress scale.
-_SPAN = {
+STAGE_SPANS = {
     "validating": (0.0, 0.05),
     "training_gan": (0.05, 0.6),
     "training_classifier": (0.6, 0.9),
@@ -233,7 +233,7 @@ def _progress_reporter(progress: ProgressFn | None) -> Callable[[str, float], No
 
     def report(stage: str, fraction: float) -> None:
         if progress is not None:
-            lo, hi = _SPAN[stage]
+            lo, hi = STAGE_SPANS[stage]
             progress(stage, lo + (hi - lo) * min(max(fraction, 0.0), 1.0))
 
     return report

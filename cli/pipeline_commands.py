@@ -1,0 +1,135 @@
+"""`balancer run` and `balancer demo`: the pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import PRESETS, RunConfig
+from pipeline.errors import DatasetError
+
+
+def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="balance a dataset zip and compare classifiers")
+    run.add_argument(
+        "dataset", type=Path, help="zip of <class>/<image> or train/<class>/... folders"
+    )
+    run.add_argument(
+        "--out", type=Path, required=True, help="folder for report.json, balanced.zip, ..."
+    )
+    _add_config_options(run, default_preset="standard")
+    run.set_defaults(func=run_command)
+
+    demo = sub.add_parser("demo", help="run the MNIST 1/2/3 demo (10/300/300 training images)")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    _add_config_options(demo, default_preset=None)
+    demo.set_defaults(func=demo_command)
+
+
+def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=default_preset,
+        help="iteration budget: quick (CPU-sized) or standard"
+        + ("" if default_preset else " (default: standard on a GPU, quick on a CPU)"),
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--target", type=int, help="images per class after balancing (default: largest)")
+    p.add_argument("--gan-iterations", type=int, help="GAN training iterations per class")
+    p.add_argument("--epochs", type=int, help="classifier epochs")
+    p.add_argument("--seeds", type=int, help="classifier seeds per method")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, help="working side length in px (multiple of 4)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share without test/")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    preset = args.preset
+    if preset is None:
+        import torch
+
+        preset = "standard" if args.device != "cpu" and torch.cuda.is_available() else "quick"
+    return RunConfig(
+        preset=preset,
+        device=args.device,
+        target=args.target,
+        gan_iterations=args.gan_iterations,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        seed=args.seed,
+        image_size=args.image_size,
+        test_fraction=args.test_fraction,
+    ).validated()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if not args.dataset.is_file():
+        return _fail(f"{args.dataset}: no such file")
+    return _run(args.dataset, args.out, args)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from pipeline.demo import write_demo_zip
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    zip_path = args.out / "mnist-1-2-3.zip"
+    write_demo_zip(zip_path)
+    print(f"demo dataset: {zip_path} (digits 1/2/3, 10/300/300 training, 200 test images each)")
+    return _run(zip_path, args.out, args)
+
+
+def _run(dataset: Path, out: Path, args: argparse.Namespace) -> int:
+    from cli.progress import StageProgress
+    from pipeline.run import run_pipeline
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    bar = StageProgress()
+    try:
+        report = run_pipeline(dataset, out, config, bar)
+    except DatasetError as exc:
+        bar.abort()
+        return _fail(f"{dataset}: {exc}")
+    except RuntimeError as exc:  # e.g. --device cuda without a GPU
+        bar.abort()
+        return _fail(str(exc))
+    bar.close()
+    print(format_report_table(report))
+    print(f"\nwrote {out}/report.json, {out}/balanced.zip, {out}/samples.png")
+    return 0
+
+
+def format_report_table(report: dict) -> str:
+    """Per-class before/after table: counts, then test accuracy per method."""
+    methods = list(report["methods"])
+    head = f"{'class':<12}{'train':>7}{'synthetic':>11}{'test':>6}" + "".join(
+        f"{m:>12}" for m in methods
+    )
+    lines = [head, "-" * len(head)]
+    for c in report["classes"]:
+        accs = [report["methods"][m]["per_class"][c["name"]]["accuracy"] for m in methods]
+        lines.append(
+            f"{c['name'][:11]:<12}{c['train_count']:>7}{c['synthetic_count']:>11}{c['test_count']:>6}"
+            + "".join(f"{_pct(a):>12}" for a in accs)
+        )
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+        values = [report["methods"][m][key] for m in methods]
+        lines.append(f"{key:<36}" + "".join(f"{_pct(v):>12}" for v in values))
+    seeds = report["methods"][methods[0]].get("seeds", 1)
+    lines.append(
+        f"(test-set accuracy, mean over {seeds} seed(s); {report['environment']['device']})"
+    )
+    return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
