@@ -1,0 +1,1 @@
+"""HTTP service: validates requests, stores jobs, answers. The ML work happens in the worker."""

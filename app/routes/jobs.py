@@ -1,0 +1,250 @@
+"""/v1/jobs: upload a dataset, follow the job, fetch its report and files, cancel or delete."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse
+
+from app import crud
+from app.deps import CeleryDep, SessionDep, SettingsDep
+from app.models import FINISHED, Job, JobStatus
+from app.problems import ProblemError, problem_responses
+from app.schemas import ClassRow, JobOut, JobPage
+from app.settings import Settings
+from app.storage import UploadTooLarge, delete_job_files, out_dir, save_upload, upload_path
+from pipeline.config import RunConfig
+from worker.celery_app import enqueue_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# A string, not uuid.UUID: an id that cannot exist is "not found" (404), not a 422.
+JobId = Annotated[
+    str, PathParam(description="The job's id.", examples=["0b7e0d52-5c4f-4c59-9d0e-3f1c1f0f2a11"])
+]
+CONFIG_EXAMPLE = '{"preset": "quick", "target": 500, "seed": 0}'
+REPORT_EXAMPLE = {
+    "dataset": {"image_size": [28, 28], "channels": 1, "test_source": "split"},
+    "classes": [{"name": "cat", "train_count": 40, "synthetic_count": 360, "test_count": 10}],
+    "methods": {"gan": {"accuracy": 0.9, "balanced_accuracy": 0.88, "macro_f1": 0.87}},
+    "config": {"preset": "quick"},
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Upload a dataset zip and start a balancing job",
+    response_description="The job, queued. `Location` is its URL.",
+    responses=problem_responses(413, 422, 503),
+)
+def create_job(
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    dataset: Annotated[
+        UploadFile, File(description="Zip of `<class>/<image>` or `train|test/<class>/<image>`.")
+    ],
+    config: Annotated[
+        str | None,
+        Form(description="JSON object of run options (as the CLI's).", examples=[CONFIG_EXAMPLE]),
+    ] = None,
+) -> JobOut:
+    run_config = _parse_config(config)
+    job_id = uuid.uuid4()
+    try:
+        save_upload(settings, job_id, dataset.file)
+        _inspect_dataset(upload_path(settings, job_id), run_config)
+    except UploadTooLarge:
+        delete_job_files(settings, job_id)
+        raise _too_large(settings) from None
+    except BaseException:
+        delete_job_files(settings, job_id)
+        raise
+    job = Job(id=job_id, status=JobStatus.queued.value, config=run_config.resolved().to_dict())
+    session.add(job)
+    session.commit()
+    _enqueue_or_undo(session, settings, celery, job)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return JobOut.of(job)
+
+
+@router.get("", summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, description="Page size (capped by the server).")] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    limit = min(limit, settings.page_size_max)
+    jobs, total = crud.list_jobs(session, limit, offset)
+    return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", summary="Status and progress of a job", responses=problem_responses(404))
+def get_job(job_id: JobId, session: SessionDep) -> JobOut:
+    return JobOut.of(_job_or_404(session, job_id))
+
+
+@router.get(
+    "/{job_id}/report",
+    summary="The comparison report (the CLI's report.json)",
+    responses={
+        200: {"content": {"application/json": {"example": REPORT_EXAMPLE}}},
+        **problem_responses(404, 409),
+    },
+)
+def get_report(job_id: JobId, session: SessionDep) -> dict[str, Any]:
+    job = _succeeded_or_409(session, job_id)
+    return JSONResponse(job.report)  # type: ignore[return-value] (stored as the CLI wrote it)
+
+
+@router.get(
+    "/{job_id}/classes",
+    summary="Per-class counts and accuracy for each method",
+    responses=problem_responses(404, 409),
+)
+def get_classes(job_id: JobId, session: SessionDep) -> list[ClassRow]:
+    job = _succeeded_or_409(session, job_id)
+    return [ClassRow.model_validate(r) for r in crud.class_rows(session, job.id)]
+
+
+@router.get(
+    "/{job_id}/balanced-dataset",
+    summary="Download the balanced dataset zip",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}, **problem_responses(404, 409)},
+)
+def get_balanced_dataset(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
+    job, path = _artifact(session, settings, job_id, "balanced.zip")
+    return FileResponse(path, media_type="application/zip", filename=f"balanced-{job.id}.zip")
+
+
+@router.get(
+    "/{job_id}/samples.png",
+    summary="A grid of real and generated images per class",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **problem_responses(404, 409)},
+)
+def get_samples(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
+    _, path = _artifact(session, settings, job_id, "samples.png")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.delete(
+    "/{job_id}",
+    summary="Cancel a queued or running job, or delete a finished one and its files",
+    status_code=204,
+    responses={
+        200: {"model": JobOut, "description": "A queued job, now canceled."},
+        202: {"model": JobOut, "description": "A running job; it stops within seconds."},
+        204: {"description": "A finished job, deleted with its files."},
+        **problem_responses(404),
+    },
+)
+def delete_job(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
+    job = _job_or_404(session, job_id)
+    job_uuid = job.id
+    if job.status in {s.value for s in FINISHED}:
+        crud.delete_job(session, job_uuid)
+        delete_job_files(settings, job_uuid)
+        return Response(status_code=204)
+    if crud.cancel_if_queued(session, job_uuid):
+        return _job_json(session, job_uuid, 200)
+    if crud.request_cancel(session, job_uuid):
+        return _job_json(session, job_uuid, 202)
+    # It finished between our read and our update: report what it is now.
+    return _job_json(session, job_uuid, 200)
+
+
+def _parse_config(raw: str | None) -> RunConfig:
+    values: Any = {}
+    if raw and raw.strip():
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _bad_config(f"config is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise _bad_config("config must be a JSON object, e.g. " + CONFIG_EXAMPLE)
+    try:
+        return RunConfig.from_dict(values)
+    except ValueError as exc:
+        raise _bad_config(str(exc)) from None
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise _bad_config(f"config has a value of the wrong type ({exc})") from None
+
+
+def _inspect_dataset(path: Path, config: RunConfig) -> None:
+    """Cheap structural checks, so most bad uploads get their answer now, not from the job."""
+    # Imported here: it pulls in torch, which the API needs only once an upload arrives.
+    from pipeline.dataset import inspect_zip
+    from pipeline.errors import DatasetError
+
+    try:
+        inspect_zip(path, test_fraction=config.test_fraction, seed=config.seed)
+    except DatasetError as exc:
+        raise ProblemError(
+            422, "invalid-dataset", "The dataset is not usable", str(exc),
+            rule=exc.rule, entry=exc.entry,
+        ) from None  # fmt: skip
+
+
+def _enqueue_or_undo(session: SessionDep, settings: Settings, celery: CeleryDep, job: Job) -> None:
+    try:
+        enqueue_job(celery, job.id)
+    except Exception as exc:
+        crud.delete_job(session, job.id)
+        delete_job_files(settings, job.id)
+        raise ProblemError(
+            503, "broker-unavailable", "Cannot queue the job", f"the broker is unreachable: {exc}"
+        ) from exc
+
+
+def _job_or_404(session: SessionDep, job_id: str | uuid.UUID) -> Job:
+    try:
+        job = crud.get_job(session, uuid.UUID(str(job_id)))
+    except ValueError:
+        job = None
+    if job is None:
+        raise ProblemError(404, "job-not-found", "Job not found", f"no job with id {job_id}")
+    return job
+
+
+def _succeeded_or_409(session: SessionDep, job_id: str) -> Job:
+    job = _job_or_404(session, job_id)
+    if job.status != JobStatus.succeeded.value:
+        detail = f"the job is {job.status}; its results exist once it has succeeded"
+        if job.error:
+            detail += f" (error: {job.error})"
+        raise ProblemError(
+            409, "job-not-finished", "Job has no results", detail, job_status=job.status
+        )
+    return job
+
+
+def _artifact(session: SessionDep, settings: Settings, job_id: str, name: str) -> tuple[Job, Path]:
+    job = _succeeded_or_409(session, job_id)
+    path = out_dir(settings, job.id) / name
+    if not path.is_file():
+        raise ProblemError(404, "file-missing", "File missing", f"{name} of job {job.id} is gone")
+    return job, path
+
+
+def _job_json(session: SessionDep, job_id: uuid.UUID, status: int) -> Response:
+    job = _job_or_404(session, job_id)
+    return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=status)
+
+
+def _too_large(settings: Settings) -> ProblemError:
+    limit = settings.max_upload_bytes
+    return ProblemError(413, "upload-too-large", "Upload too large", f"the limit is {limit} bytes")
+
+
+def _bad_config(detail: str) -> ProblemError:
+    return ProblemError(422, "invalid-config", "Invalid config", detail)

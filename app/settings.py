@@ -1,0 +1,56 @@
+"""One Settings object for the API, the worker and the CLI, read from BALANCER_* variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BALANCER_", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Uploads, outputs and the embedded DBs.")
+    # Empty means the embedded default: a SQLite file in data_dir.
+    database_url: str = ""
+    # Empty means the embedded broker: kombu's SQLAlchemy transport on a SQLite file, no server.
+    broker_url: str = ""
+    queue: str = "gpu"
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1)
+    upload_chunk_bytes: int = Field(1024**2, ge=1024)
+    # A job running longer than this is stopped and marked failed.
+    job_time_limit_s: int = Field(6 * 3600, ge=10)
+    # Redis re-delivers unacknowledged messages after this; it must exceed the longest job or
+    # a running job would be started a second time. 0 = job_time_limit_s + 1 h.
+    visibility_timeout_s: int = Field(0, ge=0)
+    progress_interval_s: float = Field(0.5, ge=0.0)
+    max_attempts: int = Field(2, ge=1, description="Starts of one job before it is failed.")
+    page_size_max: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'balancer.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        if not self.visibility_timeout_s:
+            self.visibility_timeout_s = self.job_time_limit_s + 3600
+        if self.visibility_timeout_s <= self.job_time_limit_s:
+            raise ValueError("visibility_timeout_s must be greater than job_time_limit_s")
+        return self
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def ensure_dirs(self) -> None:
+        """SQLite files and job folders need their parent folder to exist."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
