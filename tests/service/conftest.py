@@ -1,0 +1,182 @@
+"""Real components for the service tests: the API (uvicorn) and a Celery worker run as
+subprocesses, on two backends:
+
+- embedded: SQLite + kombu's SQLAlchemy transport on SQLite, in a temporary folder;
+- postgres_redis (marked `service`): a fresh database created for this test session on
+  127.0.0.1:5432 and dropped at the end, and Redis with a queue name of its own.
+
+PostgreSQL or Redis being down fails these tests with a message; it never skips them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from cli.service_commands import stop_process, worker_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_DSN = os.environ.get("BALANCER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")
+# A Redis database number of its own, and a unique queue name per test session on top.
+REDIS_URL = os.environ.get("BALANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+UPLOAD_LIMIT = 5 * 1024**2
+START_TIMEOUT_S = 60
+
+
+@dataclass
+class Service:
+    backend: str
+    client: httpx.Client
+    data_dir: Path
+    logs: list[Path]
+    procs: list[subprocess.Popen]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in self.logs)
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(f"{PG_ADMIN_DSN}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({exc}). These tests need it "
+            "running (trust auth, user postgres); .ci/run starts it.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[Callable[[str], str]]:
+    """Factory: a fresh, uniquely named database per call, all dropped at session end."""
+    created: list[str] = []
+
+    def make(label: str) -> str:
+        name = f"balancer_test_{label}_{os.getpid()}_{secrets.token_hex(3)}"
+        with _pg_admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return f"postgresql+psycopg://{PG_ADMIN_DSN.split('://', 1)[1]}/{name}"
+
+    yield make
+    if created:
+        with _pg_admin() as conn:
+            for name in created:
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def redis_queue() -> Iterator[str]:
+    """A queue name no one else uses; its keys are deleted at session end."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({exc}). These tests need it running; "
+            ".ci/run starts it.",
+            pytrace=False,
+        )
+    queue = f"gpu-test-{os.getpid()}-{secrets.token_hex(3)}"
+    yield queue
+    for key in client.scan_iter(f"*{queue}*"):
+        client.delete(key)
+    client.close()
+
+
+BACKENDS = ["embedded", pytest.param("postgres_redis", marks=pytest.mark.service)]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
+    data_dir = tmp_path_factory.mktemp(f"service-{request.param}")
+    env = {
+        "BALANCER_DATA_DIR": str(data_dir),
+        "BALANCER_DATABASE_URL": "",  # "" = the embedded default, not a developer's setting
+        "BALANCER_BROKER_URL": "",
+        "BALANCER_QUEUE": "gpu",
+        "BALANCER_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        "BALANCER_PROGRESS_INTERVAL_S": "0.2",
+    }
+    if request.param == "postgres_redis":
+        env["BALANCER_DATABASE_URL"] = request.getfixturevalue("pg_database")("service")
+        env["BALANCER_BROKER_URL"] = REDIS_URL
+        env["BALANCER_QUEUE"] = request.getfixturevalue("redis_queue")
+    with running_service(request.param, env, data_dir) as svc:
+        yield svc
+
+
+@contextmanager
+def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterator[Service]:
+    # Only our BALANCER_* variables: a developer's own must never reach the test processes.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    proc_env = base | env | {"PYTHONPATH": str(ROOT)}
+    _run([sys.executable, "-c", "from cli.service_commands import db_upgrade_command as up; "
+          "import argparse; up(argparse.Namespace(revision='head'))"], proc_env)  # fmt: skip
+    worker_log, api_log = data_dir / "worker.log", data_dir / "api.log"
+    port = _free_port()
+    worker_cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
+    worker_cmd += worker_argv(env["BALANCER_QUEUE"], 1, "info")
+    api_cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
+    api_cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    procs = [_spawn(worker_cmd, proc_env, worker_log), _spawn(api_cmd, proc_env, api_log)]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    svc = Service(backend, client, data_dir, [worker_log, api_log], procs)
+    try:
+        _wait(lambda: "ready." in worker_log.read_text(), "the worker to start", svc)
+        _wait(lambda: _ready(client), "the API to answer /readyz", svc)
+        yield svc
+    finally:
+        client.close()
+        for proc in reversed(procs):
+            stop_process(proc, grace_s=5)
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait(check: Callable[[], bool], what: str, svc: Service) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not check():
+        if any(p.poll() is not None for p in svc.procs):
+            pytest.fail(f"a service process exited waiting for {what}\n{svc.log_tail()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{svc.log_tail()}", pytrace=False)
+        time.sleep(0.2)

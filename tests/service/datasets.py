@@ -1,0 +1,49 @@
+"""Tiny labeled image zips made on the fly: no downloads, a few KB each."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# An imbalanced dataset: "circle" is the majority, the other two get GAN images.
+CLASS_SIZES = {"circle": 30, "square": 12, "stripe": 9}
+
+
+def png(pattern: str, rng: np.random.Generator, size: int = 16) -> bytes:
+    """A noisy 16x16 grayscale image whose shape depends on the class."""
+    img = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    if pattern == "circle":
+        img[(yy - 8) ** 2 + (xx - 8) ** 2 < 25] = 230
+    elif pattern == "square":
+        img[4:12, 4:12] = 230
+    else:
+        img[:, ::4] = 230
+    buf = io.BytesIO()
+    Image.fromarray(img, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def make_zip(path: Path, sizes: dict[str, int] = CLASS_SIZES, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls, n in sizes.items():
+            for i in range(n):
+                zf.writestr(f"{cls}/{cls}_{i:03d}.png", png(cls, rng))
+    return path
+
+
+def make_corrupt_image_zip(path: Path) -> Path:
+    """Right layout, but one "PNG" is garbage: passes the upload checks, fails in the job."""
+    make_zip(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("square/broken.png", b"this is not a png at all")
+    return path
+
+
+def make_one_class_zip(path: Path) -> Path:
+    return make_zip(path, {"circle": 10})
