@@ -7,6 +7,7 @@ import logging
 import shutil
 import uuid
 from functools import lru_cache
+from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,7 @@ from app.db import make_engine, make_sessionmaker
 from app.models import JobStatus
 from app.settings import Settings, get_settings
 from app.storage import out_dir, upload_path
+from pipeline.errors import DatasetError
 from worker import jobstate
 from worker.celery_app import TASK_NAME, app
 from worker.progress import JobCanceled, ProgressWriter
@@ -48,13 +50,12 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
     except SoftTimeLimitExceeded:
         msg = f"the job ran longer than the limit of {settings.job_time_limit_s} s and was stopped"
         _fail(out, sessions, job_id, JobStatus.failed, msg)
-    except ValueError as exc:  # DatasetError and config errors: the user can fix these
+    except DatasetError as exc:  # its message says what is wrong with the upload, and where
         _fail(out, sessions, job_id, JobStatus.failed, str(exc))
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        _fail(
-            out, sessions, job_id, JobStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
-        )
+        msg = f"the job stopped with an error: {exc} ({type(exc).__name__})"
+        _fail(out, sessions, job_id, JobStatus.failed, msg)
     else:
         jobstate.succeed(sessions, job_id, report)
         log.info("job %s: succeeded", job_id)
@@ -77,8 +78,12 @@ def _run_pipeline(
 
 
 def _fail(
-    out, sessions: sessionmaker[Session], job_id: uuid.UUID, status: JobStatus, error: str | None
-) -> None:  # noqa: ANN001
+    out: Path,
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    status: JobStatus,
+    error: str | None,
+) -> None:
     shutil.rmtree(out, ignore_errors=True)
     jobstate.finish(sessions, job_id, status, error)
     log.info("job %s: %s%s", job_id, status.value, f" ({error})" if error else "")
