@@ -1,10 +1,37 @@
-"""Per-method evaluation on the held-out test set: metrics per seed, then over seeds."""
+"""Per-method evaluation on the held-out test set: metrics per seed, then over seeds.
+
+Report shape (report["methods"][method]): every figure keeps its plain key (the mean over
+seeds) and, once `add_intervals` has run, its 95 % bootstrap interval sits next to it under
+the same name with `_ci95` appended, as [lo, hi]:
+
+    {"accuracy": 0.93, "accuracy_ci95": [0.91, 0.95],
+     "balanced_accuracy": ..., "balanced_accuracy_ci95": [...],
+     "macro_f1": ..., "macro_f1_ci95": [...],
+     "per_class": {"1": {"accuracy": 0.9, "accuracy_ci95": [...], "f1": ..., "f1_ci95": [...]}},
+     "confusion_matrix": [[...]], "seeds": 3, "per_seed": [...]}
+
+report["comparisons"][class] (minority classes only, see `compare_minority`):
+
+    {"test_count": 200, "metric": "accuracy",
+     "gan_vs_baseline": {"difference": 0.06, "difference_ci95": [0.03, 0.09],
+                         "verdict": "helped", "note": null},
+     "gan_vs_oversample": {...}}
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.metrics import confusion_matrix, per_class_f1, per_class_recall, summarize
+from pipeline.statistics import (
+    DRAWS,
+    LEVEL,
+    MIN_TEST_IMAGES,
+    MethodDraws,
+    bootstrap_methods,
+    percentile_interval,
+    verdict,
+)
 
 METHODS = ("baseline", "oversample", "gan")
 
@@ -40,6 +67,111 @@ def evaluate_methods(
         ]
         out[method] = _mean_over_seeds(runs, class_names)
     return out
+
+
+def add_intervals(
+    methods: dict[str, dict], draws: dict[str, MethodDraws], class_names: list[str]
+) -> None:
+    """Put each figure's 95 % interval next to it, as `<figure>_ci95: [lo, hi]` (in place)."""
+    for method, d in draws.items():
+        figures = methods[method]
+        for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+            figures[f"{key}_ci95"] = _interval(getattr(d, key))
+        acc, f1 = percentile_interval(d.per_class_accuracy), percentile_interval(d.per_class_f1)
+        for i, name in enumerate(class_names):
+            figures["per_class"][name]["accuracy_ci95"] = _pair(acc[:, i])
+            figures["per_class"][name]["f1_ci95"] = _pair(f1[:, i])
+
+
+def compare_minority(
+    methods: dict[str, dict],
+    draws: dict[str, MethodDraws],
+    class_names: list[str],
+    minority: list[int],
+    test_counts: list[int],
+) -> dict[str, dict]:
+    """Per minority class: gan - baseline and gan - oversample in per-class accuracy.
+
+    The difference is of the means over seeds; its interval comes from the paired bootstrap
+    (same resampled images and seeds for both methods); the verdict from the interval.
+    """
+    out = {}
+    for c in minority:
+        name = class_names[c]
+        entry: dict = {"test_count": test_counts[c], "metric": "accuracy"}
+        for other in ("baseline", "oversample"):
+            if "gan" not in draws or other not in draws:
+                continue
+            diff = draws["gan"].per_class_accuracy[:, c] - draws[other].per_class_accuracy[:, c]
+            lo, hi = percentile_interval(diff)
+            point = _minus(
+                methods["gan"]["per_class"][name]["accuracy"],
+                methods[other]["per_class"][name]["accuracy"],
+            )
+            word, note = verdict(float(lo), float(hi), test_counts[c])
+            entry[f"gan_vs_{other}"] = {
+                "difference": point,
+                "difference_ci95": _pair(np.array([lo, hi])),
+                "verdict": word,
+                "note": note,
+            }
+        out[name] = entry
+    return out
+
+
+def evaluate_with_intervals(
+    preds: np.ndarray,
+    y_true: np.ndarray,
+    method_of: list[str],
+    seed_of: list[int],
+    class_names: list[str],
+    minority: list[int],
+    seed: int = 0,
+    draws: int = DRAWS,
+) -> tuple[dict[str, dict], dict[str, dict], dict]:
+    """(methods, comparisons, statistics) for the report; see the module docstring."""
+    methods = evaluate_methods(preds, y_true, method_of, class_names)
+    boot = bootstrap_methods(preds, y_true, method_of, seed_of, len(class_names), draws, seed)
+    add_intervals(methods, boot, class_names)
+    test_counts = np.bincount(y_true, minlength=len(class_names)).tolist()
+    comparisons = compare_minority(methods, boot, class_names, minority, test_counts)
+    return methods, comparisons, statistics_info(len(set(seed_of)), draws, seed)
+
+
+def statistics_info(seeds: int, draws: int, seed: int) -> dict:
+    """How the intervals were made, for the report."""
+    notes = [
+        "percentile bootstrap: test images resampled within each class, classifier seeds "
+        "resampled; differences are paired (same images and seeds for both methods)",
+        f"a verdict needs at least {MIN_TEST_IMAGES} test images of the class",
+        "no correction for multiple comparisons: each interval is a 95 % interval on its own",
+    ]
+    if seeds == 1:
+        notes.append(
+            "one classifier seed: the intervals cover test-set sampling only, not the "
+            "randomness of training (use more seeds for that)"
+        )
+    return {
+        "method": "bootstrap",
+        "level": LEVEL,
+        "draws": draws,
+        "bootstrap_seed": seed,
+        "seeds": seeds,
+        "min_test_images_for_verdict": MIN_TEST_IMAGES,
+        "notes": notes,
+    }
+
+
+def _interval(values: np.ndarray) -> list[float | None]:
+    return _pair(percentile_interval(values))
+
+
+def _pair(bounds: np.ndarray) -> list[float | None]:
+    return [_float(round(float(b), 4)) for b in bounds]
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _mean_over_seeds(runs: list[dict], class_names: list[str]) -> dict:

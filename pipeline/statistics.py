@@ -1,0 +1,156 @@
+"""Bootstrap confidence intervals and verdicts for the classifier comparison.
+
+What is resampled, per bootstrap draw:
+  * test images, with replacement, within each class (stratified: every class keeps its number
+    of test images, so per-class accuracy is always defined and the class mix is the real one);
+  * classifier seeds, with replacement, from the seeds that were trained.
+Every method sees the same resampled images and the same resampled seed indices in a draw
+(members with the same seed index start from the same weights), so a difference between two
+methods is a paired difference. A method's figure in a draw is the mean over the drawn seeds
+of that seed's figure on the drawn images, the same way the point estimate is the mean over
+seeds on the whole test set. Intervals are percentile intervals of the draws.
+
+Limits worth knowing: with one seed the interval covers test-set sampling only, not training
+randomness; with few seeds (e.g. 3) resampling them is a rough approximation; when a class's
+test images are all right (or all wrong) for every seed the interval collapses to a point,
+which understates the uncertainty of small test sets. That is why a verdict needs at least
+MIN_TEST_IMAGES test images of the class. No correction for comparing several classes is made:
+each interval is a 95 % interval on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+DRAWS = 2000
+MIN_TEST_IMAGES = 20  # below this many test images of a class, no verdict is drawn
+VERDICTS = ("helped", "no clear difference", "hurt")
+_CHUNK_ELEMENTS = 2_000_000  # resampled image indices held at once (memory bound)
+
+
+@dataclass
+class MethodDraws:
+    """One method's figures in every bootstrap draw (draws along axis 0)."""
+
+    per_class_accuracy: np.ndarray  # [B, K], nan for a class without test images
+    per_class_f1: np.ndarray  # [B, K]
+    accuracy: np.ndarray  # [B]
+    balanced_accuracy: np.ndarray  # [B]
+    macro_f1: np.ndarray  # [B]
+
+
+def bootstrap_methods(
+    preds: np.ndarray,
+    y_true: np.ndarray,
+    method_of: list[str],
+    seed_of: list[int],
+    num_classes: int,
+    draws: int = DRAWS,
+    seed: int = 0,
+) -> dict[str, MethodDraws]:
+    """Bootstrap every method's figures; preds: [M, T] predictions of M (method, seed) members.
+
+    Every method must have been trained with the same seed indices (paired design).
+    """
+    preds, y_true = np.asarray(preds), np.asarray(y_true)
+    seeds = _seed_table(method_of, seed_of)  # method -> member index per seed index
+    n_seeds = len(next(iter(seeds.values())))
+    img_rng, seed_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    seed_draws = seed_rng.integers(0, n_seeds, size=(draws, n_seeds))  # [B, S]
+    member_cms = _resampled_confusions(preds, y_true, num_classes, draws, img_rng)  # [M,B,K,K]
+    out = {}
+    for method, members in seeds.items():
+        # figures[s] = seed s's figures in every draw; pick the drawn seeds and average them.
+        figures = _figures(member_cms[members])  # each [S, B, ...]
+        out[method] = MethodDraws(
+            **{name: _mean_over_drawn_seeds(v, seed_draws) for name, v in figures.items()}
+        )
+    return out
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> np.ndarray:
+    """[2, ...] lower and upper percentile bounds over axis 0 (nan-aware)."""
+    tail = 100 * (1 - level) / 2
+    with np.errstate(invalid="ignore"):
+        return np.nanpercentile(values, [tail, 100 - tail], axis=0)
+
+
+def verdict(lo: float, hi: float, test_count: int) -> tuple[str, str | None]:
+    """(verdict, note) for a difference whose 95 % interval is [lo, hi].
+
+    `helped` only when the whole interval is above 0, `hurt` only when it is below 0. With
+    fewer than MIN_TEST_IMAGES test images the bootstrap interval is not trustworthy (it can
+    collapse to a point), so no verdict is drawn from it.
+    """
+    if test_count < MIN_TEST_IMAGES:
+        note = (
+            f"only {test_count} test image(s) of this class: the test set is too small to tell "
+            f"(a verdict needs at least {MIN_TEST_IMAGES})"
+        )
+        return "no clear difference", note
+    if lo > 0:
+        return "helped", None
+    if hi < 0:
+        return "hurt", None
+    return "no clear difference", None
+
+
+def _seed_table(method_of: list[str], seed_of: list[int]) -> dict[str, np.ndarray]:
+    table: dict[str, dict[int, int]] = {}
+    for m, (method, s) in enumerate(zip(method_of, seed_of, strict=True)):
+        table.setdefault(method, {})[s] = m
+    seed_sets = {tuple(sorted(v)) for v in table.values()}
+    if len(seed_sets) != 1:
+        raise ValueError(f"every method needs the same seed indices, got {sorted(seed_sets)}")
+    return {method: np.array([v[s] for s in sorted(v)]) for method, v in table.items()}
+
+
+def _resampled_confusions(
+    preds: np.ndarray, y_true: np.ndarray, k: int, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Confusion matrix of every member on every stratified resample: int64 [M, B, K, K]."""
+    m, t = preds.shape
+    codes = y_true[None, :] * k + preds  # [M, T]: (true, predicted) cell of each prediction
+    by_class = [np.flatnonzero(y_true == c) for c in range(k)]
+    out = np.empty((m, draws, k, k), dtype=np.int64)
+    chunk = max(1, _CHUNK_ELEMENTS // max(t, 1))
+    for start in range(0, draws, chunk):
+        b = min(chunk, draws - start)
+        idx = np.concatenate(
+            [ids[rng.integers(0, len(ids), size=(b, len(ids)))] for ids in by_class if len(ids)],
+            axis=1,
+        )  # [b, T]: each class resampled within itself
+        offset = (np.arange(b) * k * k)[:, None]
+        for j in range(m):
+            flat = (codes[j][idx] + offset).ravel()
+            out[j, start : start + b] = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+    return out
+
+
+def _figures(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """The figures of pipeline.metrics, for confusion matrices [..., K, K] (batched)."""
+    diag = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    support, predicted = cm.sum(-1), cm.sum(-2)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, diag / support, np.nan)
+        precision = np.where(predicted > 0, diag / predicted, 0.0)
+        r = np.nan_to_num(recall)
+        f1 = np.where(precision + r > 0, 2 * precision * r / (precision + r), 0.0)
+        n_present = present.sum(-1)
+        return {
+            "per_class_accuracy": recall,
+            "per_class_f1": f1,
+            "accuracy": diag.sum(-1) / np.maximum(support.sum(-1), 1),
+            "balanced_accuracy": np.nansum(recall, -1) / n_present,
+            "macro_f1": np.where(present, f1, 0.0).sum(-1) / n_present,
+        }
+
+
+def _mean_over_drawn_seeds(values: np.ndarray, seed_draws: np.ndarray) -> np.ndarray:
+    """values: [S, B, ...] per seed and draw; seed_draws: [B, S] -> [B, ...]."""
+    b = np.arange(values.shape[1])[:, None]
+    return values[seed_draws, b].mean(axis=1)
