@@ -99,31 +99,67 @@ def _run(dataset: Path, out: Path, args: argparse.Namespace) -> int:
         return _fail(str(exc))
     bar.close()
     print(format_report_table(report))
-    print(f"\nwrote {out}/report.json, {out}/balanced.zip, {out}/samples.png")
+    print(f"\nwrote {out}/report.html, {out}/report.json, {out}/balanced.zip, {out}/samples.png")
     return 0
 
 
 def format_report_table(report: dict) -> str:
-    """Per-class before/after table: counts, then test accuracy per method."""
+    """Per-class before/after table (counts, accuracy per method with its 95 % interval), then
+    the verdicts for the minority classes."""
     methods = list(report["methods"])
+    width = 24  # "100.0% [100.0, 100.0]" fits
     head = f"{'class':<12}{'train':>7}{'synthetic':>11}{'test':>6}" + "".join(
-        f"{m:>12}" for m in methods
+        f"{m:>{width}}" for m in methods
     )
     lines = [head, "-" * len(head)]
     for c in report["classes"]:
-        accs = [report["methods"][m]["per_class"][c["name"]]["accuracy"] for m in methods]
+        cells = [report["methods"][m]["per_class"][c["name"]] for m in methods]
         lines.append(
             f"{c['name'][:11]:<12}{c['train_count']:>7}{c['synthetic_count']:>11}{c['test_count']:>6}"
-            + "".join(f"{_pct(a):>12}" for a in accs)
+            + "".join(f"{_with_ci(f['accuracy'], f.get('accuracy_ci95')):>{width}}" for f in cells)
         )
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
-        values = [report["methods"][m][key] for m in methods]
-        lines.append(f"{key:<36}" + "".join(f"{_pct(v):>12}" for v in values))
+        cells = [
+            _with_ci(report["methods"][m][key], report["methods"][m].get(f"{key}_ci95"))
+            for m in methods
+        ]
+        lines.append(f"{key:<36}" + "".join(f"{v:>{width}}" for v in cells))
     seeds = report["methods"][methods[0]].get("seeds", 1)
     lines.append(
-        f"(test-set accuracy, mean over {seeds} seed(s); {report['environment']['device']})"
+        f"(test-set accuracy, mean over {seeds} seed(s), 95 % bootstrap interval in brackets; "
+        f"{report['environment']['device']})"
     )
+    lines += _verdict_lines(report.get("comparisons", {}))
     return "\n".join(lines)
+
+
+def _verdict_lines(comparisons: dict) -> list[str]:
+    """One line per minority class and comparison: verdict, difference, interval, note."""
+    if not comparisons:
+        return []
+    lines = ["", "Did the GAN help? (per-class accuracy, GAN minus the alternative)"]
+    for name, comp in comparisons.items():
+        for other, label in (("baseline", "baseline"), ("oversample", "oversampling")):
+            d = comp.get(f"gan_vs_{other}")
+            if d is None:
+                continue
+            lo, hi = d["difference_ci95"]
+            line = (
+                f"  class {name[:11]} vs {label}: {d['verdict']}, {_pts(d['difference'])} "
+                f"(95 % CI {_pts(lo)} to {_pts(hi)})"
+            )
+            lines.append(line + (f"; {d['note']}" if d.get("note") else ""))
+    return lines
+
+
+def _with_ci(x: float | None, ci: list | None) -> str:
+    if ci is None or ci[0] is None:
+        return _pct(x)
+    return f"{_pct(x)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f} pts"
 
 
 def _pct(x: float | None) -> str:

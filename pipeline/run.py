@@ -9,17 +9,19 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.classifier import predict, train_classifiers
+from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset, load_dataset
-from pipeline.evaluation import METHODS, evaluate_methods
+from pipeline.evaluation import METHODS, evaluate_with_intervals
 from pipeline.gan import generate, to_unit, train_class_gans
 from pipeline.packaging import write_balanced_zip, write_samples_png
+from pipeline.quality import QualityResult, assess_quality, method_description
 
 # progress(stage, fraction): stage is one of STAGES; fraction is the whole job's progress, 0..1.
 # The callback may raise (e.g. to cancel a job); the exception propagates and nothing is left
@@ -35,7 +37,22 @@ STAGE_SPANS = {
     "evaluating": (0.9, 0.95),
     "packaging": (0.95, 1.0),
 }
-OUTPUT_FILES = ("balanced.zip", "samples.png", "report.json")  # report.json last: it marks done
+# report.json last: it marks done
+OUTPUT_FILES = ("balanced.zip", "samples.png", "report.html", "report.json")
+
+
+@dataclass
+class Comparison:
+    """The trained classifiers and their test predictions, one row per (method, seed) member."""
+
+    model: SmallCNN  # stacked: member m was trained for (method_of[m], seed_of[m])
+    preds: np.ndarray  # int64 [M, T] predicted class of every test image
+    method_of: list[str]
+    seed_of: list[int]
+
+    def member(self, method: str, seed: int) -> int:
+        pairs = list(zip(self.method_of, self.seed_of, strict=True))
+        return pairs.index((method, seed))
 
 
 def pick_device(choice: str) -> torch.device:
@@ -67,11 +84,16 @@ def run_pipeline(
     timings["gan_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    methods = compare_classifiers(ds, synthetic, target, cfg, device, report_progress)
+    comparison = compare_classifiers(ds, synthetic, target, cfg, device, report_progress)
     timings["classifier_seconds"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    assessed = assess(ds, synthetic, minority, comparison, cfg, report_progress)
+    timings["evaluation_seconds"] = time.perf_counter() - t
 
     report = {
         "dataset": {
+            "name": Path(dataset_zip).name,
             "image_size": [ds.image_size, ds.image_size],
             "channels": ds.channels,
             "test_source": ds.test_source,
@@ -87,18 +109,14 @@ def run_pipeline(
             for i, name in enumerate(ds.class_names)
         ],
         "target": target,
-        "methods": methods,
+        **assessed.sections,
         "gan": gan_info,
         "timings": timings,
         "environment": _environment(device),
         "config": cfg.to_dict(),
     }
     report_progress("packaging", 0.0)
-    t = time.perf_counter()
-    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic)
-    timings["packaging_seconds"] = time.perf_counter() - t
-    timings["total_seconds"] = time.perf_counter() - t0
-    _write_json(Path(out_dir) / "report.json", report)  # again, now with the packaging time
+    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0)
     report_progress("packaging", 1.0)
     return report
 
@@ -159,8 +177,8 @@ def compare_classifiers(
     cfg: RunConfig,
     device,
     progress,
-) -> dict[str, dict]:
-    """Train SmallCNN per (method, seed) on baseline / oversample / gan data; evaluate each."""
+) -> Comparison:
+    """Train a SmallCNN per (method, seed) on baseline / oversample / gan data; predict."""
     n_real = len(ds.train_labels)
     syn_images = [synthetic[c] for c in synthetic]
     images = torch.cat([ds.train_images, *syn_images]) if syn_images else ds.train_images
@@ -193,7 +211,55 @@ def compare_classifiers(
     )
     progress("evaluating", 0.0)
     preds = predict(model, ds.test_images.to(device)).numpy()
-    return evaluate_methods(preds, ds.test_labels.numpy(), method_of, ds.class_names)
+    return Comparison(model, preds, method_of, seed_of)
+
+
+@dataclass
+class Assessment:
+    sections: dict  # report sections: methods, comparisons, statistics, quality, quality_method
+    quality: QualityResult
+
+
+def assess(
+    ds: ImageDataset,
+    synthetic: dict[int, torch.Tensor],
+    minority: list[int],
+    comparison: Comparison,
+    cfg: RunConfig,
+    progress,
+) -> Assessment:
+    """Figures with bootstrap intervals, verdicts per minority class, GAN sample quality."""
+    methods, comparisons, stats = evaluate_with_intervals(
+        comparison.preds,
+        ds.test_labels.numpy(),
+        comparison.method_of,
+        comparison.seed_of,
+        ds.class_names,
+        [c for c in minority if c in synthetic],
+        seed=cfg.seed,
+    )
+    progress("evaluating", 0.5)
+    images = {
+        c: (
+            ds.train_images[ds.train_labels == c],
+            ds.test_images[ds.test_labels == c],
+            synthetic[c],
+        )
+        for c in minority
+        if c in synthetic
+    }
+    # The baseline of seed 0 never saw a generated image: an independent judge of them.
+    judge = comparison.member("baseline", 0)
+    quality = assess_quality(comparison.model, judge, ds.class_names, images, seed=cfg.seed)
+    progress("evaluating", 1.0)
+    sections = {
+        "methods": methods,
+        "comparisons": comparisons,
+        "statistics": stats,
+        "quality": quality.figures,
+        "quality_method": method_description(),
+    }
+    return Assessment(sections, quality)
 
 
 def oversampled_indices(labels: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
@@ -207,14 +273,33 @@ def oversampled_indices(labels: np.ndarray, target: int, rng: np.random.Generato
 
 
 def write_outputs(
-    out_dir: Path, report: dict, source_zip: Path, ds: ImageDataset, synthetic
+    out_dir: Path,
+    report: dict,
+    source_zip: Path,
+    ds: ImageDataset,
+    synthetic,
+    quality: QualityResult | None = None,
+    t0: float | None = None,
 ) -> None:
-    """Write every output into a temporary folder beside out_dir, then move each into place."""
+    """Write every output into a temporary folder beside out_dir, then move each into place.
+
+    Sets report["timings"]["packaging_seconds"] (and "total_seconds", counted from t0) before
+    report.html and report.json are written, so both show the same timings (which leave out
+    the few seconds of drawing report.html's charts).
+    """
+    from pipeline.html_report import write_html_report  # matplotlib: loaded only when needed
+
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
+        t = time.perf_counter()
         write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic)
         write_samples_png(tmp / "samples.png", ds, synthetic)
+        timings = report.setdefault("timings", {})
+        timings["packaging_seconds"] = time.perf_counter() - t
+        if t0 is not None:
+            timings["total_seconds"] = time.perf_counter() - t0
+        write_html_report(tmp / "report.html", report, ds, synthetic, quality)
         _write_json(tmp / "report.json", report)
         for name in OUTPUT_FILES:
             (tmp / name).replace(out_dir / name)
