@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, make sure PostgreSQL, Redis and Chromium are there, then run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/services.sh
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -ra "$@"

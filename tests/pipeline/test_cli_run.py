@@ -1,0 +1,131 @@
+"""End-to-end `balancer run` on small datasets on the CPU: outputs, counts, manifest, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.pipeline.zips import class_folder_files, write_zip
+
+FAST = ["--preset", "quick", "--gan-iterations", "30", "--epochs", "2", "--device", "cpu"]
+
+
+def balancer(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def gray_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Explicit train/test layout, grayscale PNG, 3 classes with 40 / 12 / 5 training images."""
+    tmp = tmp_path_factory.mktemp("gray")
+    files = class_folder_files({"a": 40, "b": 12, "c": 5}, prefix="train/")
+    files |= class_folder_files({"a": 6, "b": 6, "c": 6}, prefix="test/", seed=9)
+    dataset = write_zip(tmp / "data.zip", files)
+    return tmp / "out", balancer("run", str(dataset), "--out", str(tmp / "out"), *FAST)
+
+
+def test_run_succeeds_and_prints_table(gray_run):
+    out, proc = gray_run
+    assert proc.returncode == 0, proc.stderr
+    assert "baseline" in proc.stdout and "oversample" in proc.stdout and "gan" in proc.stdout
+    assert {"balanced.zip", "report.json", "samples.png"} <= {p.name for p in out.iterdir()}
+    assert not [p for p in out.iterdir() if p.name.startswith(".partial")]
+
+
+def test_report_fields(gray_run):
+    out, _ = gray_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"]["image_size"] == [28, 28]
+    assert report["dataset"]["channels"] == 1 and report["dataset"]["test_source"] == "explicit"
+    rows = {c["name"]: c for c in report["classes"]}
+    assert rows["a"] == {"name": "a", "train_count": 40, "synthetic_count": 0, "test_count": 6}
+    assert rows["b"]["synthetic_count"] == 28 and rows["c"]["synthetic_count"] == 35
+    assert set(report["methods"]) == {"baseline", "oversample", "gan"}
+    for m in report["methods"].values():
+        assert (
+            0 <= m["accuracy"] <= 1 and 0 <= m["balanced_accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
+        )
+        assert set(m["per_class"]) == {"a", "b", "c"}
+        assert len(m["confusion_matrix"]) == 3
+        assert sum(map(sum, m["confusion_matrix"])) == pytest.approx(18)
+    assert set(report["gan"]) == {"b", "c"} and report["gan"]["c"]["iterations"] == 30
+    assert report["timings"]["total_seconds"] > 0 and "torch" in report["environment"]
+    assert report["config"]["gan_iterations"] == 30
+
+
+def test_balanced_zip_counts_and_manifest(gray_run):
+    out, _ = gray_run
+    with zipfile.ZipFile(out / "balanced.zip") as zf:
+        names = [n for n in zf.namelist() if n != "manifest.csv"]
+        per_class = Counter(n.split("/")[0] for n in names)
+        assert per_class == {"a": 40, "b": 40, "c": 40}
+        manifest = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
+        synthetic = [n for n in names if n.split("/")[1].startswith("synthetic_")]
+        assert len(synthetic) == 28 + 35
+        assert sorted(r["file"] for r in manifest) == sorted(names)
+        origins = Counter((r["class"], r["origin"]) for r in manifest)
+        assert origins[("c", "synthetic")] == 35 and origins[("c", "real")] == 5
+        img = Image.open(io.BytesIO(zf.read(synthetic[0])))
+        assert img.format == "PNG" and img.size == (28, 28) and img.mode == "L"
+        assert not any(n.startswith("test/") for n in names)  # no test image leaks in
+
+
+def test_samples_png(gray_run):
+    out, _ = gray_run
+    img = Image.open(out / "samples.png")
+    assert img.format == "PNG" and img.height > 100  # two row pairs: b and c
+
+
+def test_rgb_split_layout_with_target(tmp_path):
+    """Colour 40x30 JPEGs in <class>/ folders, split 25 %, target 20 per class, 32 px working size."""
+    files = class_folder_files({"x": 20, "y": 8}, fmt="JPEG", mode="RGB", size=(40, 30))
+    dataset = write_zip(tmp_path / "rgb.zip", files)
+    args = ["--test-fraction", "0.25", "--target", "20", "--image-size", "32"]
+    proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), *FAST, *args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["dataset"]["channels"] == 3 and report["dataset"]["image_size"] == [32, 32]
+    rows = {c["name"]: c for c in report["classes"]}
+    assert rows["x"]["train_count"] == 15 and rows["x"]["test_count"] == 5
+    assert rows["x"]["synthetic_count"] == 5 and rows["y"]["synthetic_count"] == 14
+    with zipfile.ZipFile(tmp_path / "o" / "balanced.zip") as zf:
+        syn = next(n for n in zf.namelist() if "synthetic_" in n)
+        assert Image.open(io.BytesIO(zf.read(syn))).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        (None, "not a readable zip"),
+        ({"a/x.txt": b"hi"}, "no images"),
+        ("one-class", "at least 2 classes"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, files, message):
+    path = tmp_path / "in.zip"
+    if files is None:
+        path.write_bytes(b"not a zip")
+    elif files == "one-class":
+        write_zip(path, class_folder_files({"solo": 4}))
+    else:
+        write_zip(path, files)
+    proc = balancer("run", str(path), "--out", str(tmp_path / "o"), *FAST)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_bad_option_is_a_clear_error(tmp_path):
+    dataset = write_zip(tmp_path / "d.zip", class_folder_files({"a": 4, "b": 4}))
+    proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), "--image-size", "30")
+    assert proc.returncode == 2 and "multiple of 4" in proc.stderr
