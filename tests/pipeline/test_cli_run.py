@@ -87,7 +87,7 @@ def test_samples_png(gray_run):
 
 
 def test_rgb_split_layout_with_target(tmp_path):
-    """Colour 40x30 JPEGs in <class>/ folders, split 25 %, target 20 per class, 32 px working size."""
+    """Colour 40x30 JPEGs in <class>/ folders, 25 % split, target 20 per class, 32 px."""
     files = class_folder_files({"x": 20, "y": 8}, fmt="JPEG", mode="RGB", size=(40, 30))
     dataset = write_zip(tmp_path / "rgb.zip", files)
     args = ["--test-fraction", "0.25", "--target", "20", "--image-size", "32"]
