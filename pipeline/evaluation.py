@@ -31,6 +31,7 @@ from pipeline.statistics import (
     bootstrap_methods,
     percentile_interval,
     verdict,
+    wilson_interval,
 )
 
 METHODS = ("baseline", "oversample", "gan")
@@ -70,14 +71,24 @@ def evaluate_methods(
 
 
 def add_intervals(
-    methods: dict[str, dict], draws: dict[str, MethodDraws], class_names: list[str]
+    methods: dict[str, dict],
+    draws: dict[str, MethodDraws],
+    class_names: list[str],
+    test_counts: list[int],
 ) -> None:
-    """Put each figure's 95 % interval next to it, as `<figure>_ci95: [lo, hi]` (in place)."""
+    """Put each figure's 95 % interval next to it, as `<figure>_ci95: [lo, hi]` (in place).
+
+    Per-class accuracy intervals cover at least the Wilson interval of the class's test images
+    (the bootstrap alone gives [1, 1] when every image is right; see pipeline.statistics).
+    """
     for method, d in draws.items():
         figures = methods[method]
         for key in ("accuracy", "balanced_accuracy", "macro_f1"):
             figures[f"{key}_ci95"] = _interval(getattr(d, key))
         acc, f1 = percentile_interval(d.per_class_accuracy), percentile_interval(d.per_class_f1)
+        point = np.array([_nan(figures["per_class"][c]["accuracy"]) for c in class_names])
+        wilson = wilson_interval(point, np.array(test_counts))
+        acc = np.stack([np.fmin(acc[0], wilson[0]), np.fmax(acc[1], wilson[1])])
         for i, name in enumerate(class_names):
             figures["per_class"][name]["accuracy_ci95"] = _pair(acc[:, i])
             figures["per_class"][name]["f1_ci95"] = _pair(f1[:, i])
@@ -132,8 +143,8 @@ def evaluate_with_intervals(
     """(methods, comparisons, statistics) for the report; see the module docstring."""
     methods = evaluate_methods(preds, y_true, method_of, class_names)
     boot = bootstrap_methods(preds, y_true, method_of, seed_of, len(class_names), draws, seed)
-    add_intervals(methods, boot, class_names)
     test_counts = np.bincount(y_true, minlength=len(class_names)).tolist()
+    add_intervals(methods, boot, class_names, test_counts)
     comparisons = compare_minority(methods, boot, class_names, minority, test_counts)
     return methods, comparisons, statistics_info(len(set(seed_of)), draws, seed)
 
@@ -143,6 +154,8 @@ def statistics_info(seeds: int, draws: int, seed: int) -> dict:
     notes = [
         "percentile bootstrap: test images resampled within each class, classifier seeds "
         "resampled; differences are paired (same images and seeds for both methods)",
+        "per-class accuracy intervals are widened to at least the Wilson score interval of the "
+        "class's test images, so a class with every image right still gets an interval below 1",
         f"a verdict needs at least {MIN_TEST_IMAGES} test images of the class",
         "no correction for multiple comparisons: each interval is a 95 % interval on its own",
     ]
@@ -168,6 +181,10 @@ def _interval(values: np.ndarray) -> list[float | None]:
 
 def _pair(bounds: np.ndarray) -> list[float | None]:
     return [_float(round(float(b), 4)) for b in bounds]
+
+
+def _nan(x: float | None) -> float:
+    return np.nan if x is None else x
 
 
 def _minus(a: float | None, b: float | None) -> float | None:

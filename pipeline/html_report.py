@@ -27,6 +27,7 @@ from pipeline.packaging import to_pil  # noqa: E402
 from pipeline.quality import QualityResult, nearest_distances  # noqa: E402
 
 TEMPLATES = Path(__file__).parent / "templates"
+METHOD_LABELS = {"baseline": "baseline", "oversample": "oversampling", "gan": "GAN"}
 COLORS = {"baseline": "#8c8c8c", "oversample": "#4c78a8", "gan": "#f58518"}
 VERDICT_COLORS = {"helped": "#2e7d32", "hurt": "#c62828", "no clear difference": "#616161"}
 PER_ROW = 12  # images per sample strip
@@ -70,7 +71,7 @@ def context(
         "r": report,
         "methods": methods,
         "minority": minority,
-        "verdicts": verdict_lines(report),
+        "headline": headline(report),
         "charts": {
             "accuracy": accuracy_chart(report),
             "differences": difference_chart(report) if minority else None,
@@ -102,6 +103,30 @@ def points(x: float | None) -> str:
 
 def num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
+
+
+def headline(report: dict) -> list[dict]:
+    """Per minority class: counts, accuracy per method with its interval, and the verdicts."""
+    counts = {c["name"]: c for c in report["classes"]}
+    lines = verdict_lines(report)
+    out = []
+    for name in report.get("comparisons", {}):
+        out.append(
+            {
+                "cls": name,
+                "counts": counts[name],
+                "accs": [
+                    {
+                        "method": METHOD_LABELS.get(m, m),
+                        "acc": f["per_class"][name]["accuracy"],
+                        "ci": f["per_class"][name].get("accuracy_ci95"),
+                    }
+                    for m, f in report["methods"].items()
+                ],
+                "verdicts": [v for v in lines if v["cls"] == name],
+            }
+        )
+    return out
 
 
 def verdict_lines(report: dict) -> list[dict]:
@@ -164,7 +189,7 @@ def accuracy_chart(report: dict) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
     ax.set_title("Per-class test accuracy (mean over seeds, 95 % CI)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return png_data_uri(fig)
 

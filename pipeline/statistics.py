@@ -12,10 +12,12 @@ seeds on the whole test set. Intervals are percentile intervals of the draws.
 
 Limits worth knowing: with one seed the interval covers test-set sampling only, not training
 randomness; with few seeds (e.g. 3) resampling them is a rough approximation; when a class's
-test images are all right (or all wrong) for every seed the interval collapses to a point,
-which understates the uncertainty of small test sets. That is why a verdict needs at least
-MIN_TEST_IMAGES test images of the class. No correction for comparing several classes is made:
-each interval is a 95 % interval on its own.
+test images are all right (or all wrong) for every seed the bootstrap interval collapses to a
+point, which understates the uncertainty of small test sets. Per-class accuracy intervals are
+therefore widened to cover at least the Wilson score interval of the class's test images
+(`wilson_interval`), and a verdict needs at least MIN_TEST_IMAGES test images of the class.
+No correction for comparing several classes is made: each interval is a 95 % interval on its
+own.
 """
 
 from __future__ import annotations
@@ -78,6 +80,20 @@ def percentile_interval(values: np.ndarray, level: float = LEVEL) -> np.ndarray:
         return np.nanpercentile(values, [tail, 100 - tail], axis=0)
 
 
+def wilson_interval(p: np.ndarray, n: np.ndarray, level: float = LEVEL) -> np.ndarray:
+    """[2, ...] Wilson score interval of a proportion p observed on n trials (nan where n = 0).
+
+    Unlike a percentile bootstrap it does not collapse to a point when p is 0 or 1.
+    """
+    z = _z(level)
+    p, n = np.asarray(p, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return np.stack([centre - half, centre + half])
+
+
 def verdict(lo: float, hi: float, test_count: int) -> tuple[str, str | None]:
     """(verdict, note) for a difference whose 95 % interval is [lo, hi].
 
@@ -96,6 +112,12 @@ def verdict(lo: float, hi: float, test_count: int) -> tuple[str, str | None]:
     if hi < 0:
         return "hurt", None
     return "no clear difference", None
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
 
 
 def _seed_table(method_of: list[str], seed_of: list[int]) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ from pipeline.statistics import (
     bootstrap_methods,
     percentile_interval,
     verdict,
+    wilson_interval,
 )
 
 
@@ -58,6 +59,24 @@ def test_resampled_seeds_widen_the_interval_when_seeds_disagree():
     lo, hi = percentile_interval(boot["gan"].per_class_accuracy[:, 0])
     # Each draw averages two drawn seeds: 0, 0.5 or 1. Image resampling alone would give [0.5, 0.5].
     assert lo == 0.0 and hi == 1.0
+
+
+def test_wilson_interval_matches_the_textbook_value():
+    lo, hi = wilson_interval(np.array(0.5), np.array(100))
+    assert (lo, hi) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
+
+
+def test_a_class_with_every_image_right_still_gets_an_interval_below_one():
+    y = np.repeat([0, 1], 200)
+    preds = np.where(y == 0, 0, np.where(np.arange(400) % 5 == 0, 0, 1))  # class 0 all right
+    methods, _, _ = evaluate_with_intervals(
+        np.stack([preds] * 3), y, ["baseline", "oversample", "gan"], [0, 0, 0], ["a", "b"], []
+    )
+    cell = methods["gan"]["per_class"]["a"]
+    # The bootstrap alone gives [1, 1]; 200 of 200 right is consistent with about 98 %.
+    assert cell["accuracy"] == 1.0
+    assert cell["accuracy_ci95"][0] == pytest.approx(0.981, abs=0.002)
+    assert cell["accuracy_ci95"][1] == 1.0
 
 
 def test_bootstrap_is_reproducible_with_its_seed():
