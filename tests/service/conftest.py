@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-import redis
-from psycopg import sql
 
 from cli.service_commands import stop_process, worker_argv
 
@@ -49,7 +46,9 @@ class Service:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in self.logs)
 
 
-def _pg_admin() -> psycopg.Connection:
+def _pg_admin():  # psycopg and redis are imported only where they are used
+    import psycopg
+
     try:
         return psycopg.connect(f"{PG_ADMIN_DSN}/postgres", autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
@@ -63,6 +62,8 @@ def _pg_admin() -> psycopg.Connection:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[Callable[[str], str]]:
     """Factory: a fresh, uniquely named database per call, all dropped at session end."""
+    from psycopg import sql
+
     created: list[str] = []
 
     def make(label: str) -> str:
@@ -83,6 +84,8 @@ def pg_database() -> Iterator[Callable[[str], str]]:
 @pytest.fixture(scope="session")
 def redis_queue() -> Iterator[str]:
     """A queue name no one else uses; its keys are deleted at session end."""
+    import redis
+
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
     try:
         client.ping()
@@ -125,7 +128,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
 def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterator[Service]:
     # Only our BALANCER_* variables: a developer's own must never reach the test processes.
     base = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
-    proc_env = base | env | {"PYTHONPATH": str(ROOT)}
+    proc_env = base | env | {"PYTHONPATH": python_path()}
     _run([sys.executable, "-c", "from cli.service_commands import db_upgrade_command as up; "
           "import argparse; up(argparse.Namespace(revision='head'))"], proc_env)  # fmt: skip
     worker_log, api_log = data_dir / "worker.log", data_dir / "api.log"
@@ -145,6 +148,11 @@ def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterat
         client.close()
         for proc in reversed(procs):
             stop_process(proc, grace_s=5)
+
+
+def python_path() -> str:
+    """The repository first, then whatever PYTHONPATH the tests were given."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 import migrations
 from app.models import Base
 
-from .conftest import ROOT
+from .conftest import python_path
 
 TABLES = {"jobs", "class_reports", "alembic_version"}
 
@@ -54,7 +54,7 @@ def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
 
 def test_cli_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
-    env |= {"BALANCER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+    env |= {"BALANCER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": python_path()}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for args in (["upgrade"], ["downgrade", "base"], ["upgrade", "head"]):
