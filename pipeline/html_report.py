@@ -324,7 +324,7 @@ def _strip(images: torch.Tensor, pad: int = 2) -> str:
 
 
 def _flat(images: torch.Tensor) -> np.ndarray:
-    return images.reshape(len(images), -1).numpy().astype(np.float64)
+    return images.reshape(len(images), -1).numpy()
 
 
 def _nan(x: float | None) -> float:

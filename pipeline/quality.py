@@ -33,6 +33,7 @@ MIN_REFERENCE = 20  # real test images below which the copy threshold is rough
 MAX_SAMPLES = 2000  # per feature set, for the O(n^2) neighbour searches (seeded subsample)
 MAX_QUERIES = 1000  # generated / test images checked for copies (pixel distances are costly)
 _ROWS = 1024  # query rows per distance block
+_REF_ROWS = 1024  # reference rows per distance block in nearest_distances
 
 
 @dataclass
@@ -101,20 +102,28 @@ def label_fidelity(predicted: np.ndarray, intended: int) -> float | None:
 
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each query row's nearest row of refs (Euclidean)."""
-    dist = np.empty(len(queries))
-    index = np.empty(len(queries), dtype=np.int64)
-    for start, block in _distance_blocks(queries, refs):
-        index[start : start + len(block)] = block.argmin(1)
-        dist[start : start + len(block)] = block.min(1)
+    """(distance, index) of each query row's nearest row of refs (Euclidean).
+
+    refs are taken in blocks, so a large uint8 image set is never held as floats at once.
+    """
+    dist = np.full(len(queries), np.inf)
+    index = np.zeros(len(queries), dtype=np.int64)
+    for r0 in range(0, len(refs), _REF_ROWS):
+        for start, block in _distance_blocks(queries, refs[r0 : r0 + _REF_ROWS]):
+            rows = slice(start, start + len(block))
+            best = block.argmin(1)
+            closer = block[np.arange(len(block)), best] < dist[rows]
+            index[rows] = np.where(closer, best + r0, index[rows])
+            dist[rows] = np.where(closer, block[np.arange(len(block)), best], dist[rows])
     return dist, index
 
 
 def memorisation(
     generated: np.ndarray, train: np.ndarray, test: np.ndarray
 ) -> tuple[dict, MemorisationDetail]:
-    """Copy check in pixel space; images as float arrays [N, D] scaled to 0..1 (see module doc)."""
-    scale = np.sqrt(train.shape[1])  # Euclidean -> RMS per pixel, comparable across sizes
+    """Copy check in pixel space; images as arrays [N, D], uint8 (0..255) or floats in 0..1."""
+    # Euclidean -> RMS per pixel on a 0..1 scale, comparable across image sizes.
+    scale = np.sqrt(train.shape[1]) * (255.0 if train.dtype == np.uint8 else 1.0)
     gen_nn, _ = nearest_distances(generated, train)
     real_nn, _ = nearest_distances(test, train)
     gen_nn, real_nn = gen_nn / scale, real_nn / scale
@@ -232,6 +241,11 @@ def _frechet_figures(
             f"fewer images than feature dimensions ({dim}): the Fréchet distance is biased "
             "upwards; compare it only with runs of similar size"
         )
+    if out["frechet_distance_train"] is not None and len(train_f) < dim:
+        notes.append(
+            f"the real-vs-real reference uses only {len(train_f)} training images, fewer than "
+            f"the {dim} feature dimensions, so it is biased upwards too"
+        )
     return out
 
 
@@ -274,7 +288,7 @@ def _memorisation_figures(
 
 
 def _pixels(images: torch.Tensor) -> np.ndarray:
-    return images.reshape(len(images), -1).numpy().astype(np.float64) / 255.0
+    return images.reshape(len(images), -1).numpy()  # uint8: converted block by block
 
 
 def _sqrt_psd(s: np.ndarray) -> np.ndarray:
@@ -284,10 +298,10 @@ def _sqrt_psd(s: np.ndarray) -> np.ndarray:
 
 def _distance_blocks(queries: np.ndarray, refs: np.ndarray):
     """Yield (start, [rows, len(refs)] Euclidean distances) over blocks of query rows."""
-    q, r = np.asarray(queries, np.float64), np.asarray(refs, np.float64)
+    r = np.asarray(refs, np.float64)
     r_sq = (r * r).sum(1)
-    for start in range(0, len(q), _ROWS):
-        block = q[start : start + _ROWS]
+    for start in range(0, len(queries), _ROWS):
+        block = np.asarray(queries[start : start + _ROWS], np.float64)
         sq = (block * block).sum(1)[:, None] + r_sq[None, :] - 2 * block @ r.T
         yield start, np.sqrt(np.clip(sq, 0, None))
 

@@ -153,3 +153,27 @@ def test_member_outputs_are_that_members_features_and_predictions():
     x = (images.float() / 127.5 - 1).unsqueeze(0).expand(3, *images.shape)
     with torch.no_grad():
         assert np.allclose(feats, model.penultimate(x)[1].numpy(), atol=1e-5)
+
+
+def test_nearest_distances_across_blocks_match_brute_force(monkeypatch):
+    import pipeline.quality as q
+
+    monkeypatch.setattr(q, "_ROWS", 5)
+    monkeypatch.setattr(q, "_REF_ROWS", 7)
+    rng = np.random.default_rng(11)
+    queries = rng.integers(0, 256, (23, 50)).astype(np.uint8)
+    refs = rng.integers(0, 256, (31, 50)).astype(np.uint8)
+    dist, index = q.nearest_distances(queries, refs)
+    brute = np.sqrt(((queries[:, None].astype(float) - refs[None].astype(float)) ** 2).sum(-1))
+    assert np.allclose(dist, brute.min(1)) and np.array_equal(index, brute.argmin(1))
+
+
+def test_memorisation_reads_uint8_images_on_the_0_to_1_scale():
+    rng = np.random.default_rng(12)
+    train, test, gen = (pixel_class(rng, n) for n in (20, 50, 40))
+    as_uint8 = [np.round(x * 255).astype(np.uint8) for x in (gen, train, test)]
+    a, _ = memorisation(*[x.astype(float) / 255 for x in as_uint8])
+    b, _ = memorisation(*as_uint8)
+    for key in ("median_nn_generated", "median_nn_real", "threshold", "copy_like_share"):
+        assert a[key] == pytest.approx(b[key], abs=1e-4)
+    assert a["mostly_copies"] == b["mostly_copies"]
