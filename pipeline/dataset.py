@@ -1,49 +1,21 @@
-"""Dataset zip -> tensors: layout detection, class folders, held-out split, resizing.
-
-Accepted layouts (one wrapping top-level folder is allowed around either):
-  <class>/<image>                          -> a stratified test split is made (test_source="split")
-  train/<class>/<image> [test/<class>/...] -> test/ is the held-out set (test_source="explicit");
-                                              without test/, a split is made from train/
-"""
+"""Dataset zip -> tensors at one working resolution (the layout comes from pipeline.layout)."""
 
 from __future__ import annotations
 
-import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.archive import decode_image, file_entries, is_image_name, open_zip
-from pipeline.errors import DatasetError
+from pipeline.archive import decode_image, open_zip
+from pipeline.layout import inspect_zip
 
 SMALL_INPUT_MAX_SIDE = 32  # inputs up to this size are worked on at 28x28
 SMALL_WORKING_SIZE = 28
 LARGE_WORKING_SIZE = 64
-
-
-@dataclass
-class DatasetLayout:
-    """Which zip entries are training and test images of which class (nothing decoded yet)."""
-
-    class_names: list[str]
-    train: dict[str, list[str]]  # class -> entry names
-    test: dict[str, list[str]]  # class -> entry names (empty lists until split for "split")
-    test_source: str  # "explicit" | "split"
-    skipped: list[str] = field(default_factory=list)  # entries that are not images
-
-    def summary(self) -> dict:
-        return {
-            "classes": {
-                c: {"train": len(self.train[c]), "test": len(self.test[c])}
-                for c in self.class_names
-            },
-            "test_source": self.test_source,
-            "skipped": len(self.skipped),
-        }
 
 
 @dataclass
@@ -66,113 +38,6 @@ class ImageDataset:
 
     def test_counts(self) -> list[int]:
         return torch.bincount(self.test_labels, minlength=len(self.class_names)).tolist()
-
-
-def natural_key(name: str) -> list:
-    """Sort "2" before "10": digit runs compare as numbers."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def inspect_zip(path: Path, test_fraction: float = 0.2, seed: int = 0) -> DatasetLayout:
-    """Cheap structural checks (no image decoding); raises DatasetError naming the problem."""
-    with open_zip(path) as zf:
-        return _layout(file_entries(zf), test_fraction, seed)
-
-
-def _layout(entries: list[zipfile.ZipInfo], test_fraction: float, seed: int) -> DatasetLayout:
-    names = [e.filename for e in entries]
-    images = [n for n in names if is_image_name(n)]
-    skipped = [n for n in names if not is_image_name(n)]
-    if not images:
-        raise DatasetError(
-            "the zip contains no images (expected PNG, JPEG or BMP files in class folders)",
-            rule="no_images",
-        )
-    parts = [n.split("/") for n in images]
-    wrapper = _wrapping_folder(parts)
-    if wrapper:
-        parts = [p[1:] for p in parts]
-    explicit = any(p[0].lower() == "train" for p in parts)
-    train: dict[str, list[str]] = {}
-    test: dict[str, list[str]] = {}
-    for name, p in zip(images, parts, strict=True):
-        if explicit:
-            split = p[0].lower()
-            if split not in ("train", "test") or len(p) < 3:
-                skipped.append(name)
-                continue
-            (train if split == "train" else test).setdefault(p[1], []).append(name)
-        elif len(p) < 2:
-            skipped.append(name)  # an image outside any class folder
-        else:
-            train.setdefault(p[0], []).append(name)
-    layout = _checked_layout(train, test, explicit, skipped)
-    if layout.test_source == "split":
-        _split(layout, test_fraction, seed)
-    return layout
-
-
-def _wrapping_folder(parts: list[list[str]]) -> bool:
-    """True when every image sits under one shared top folder that is not train/ or test/."""
-    tops = {p[0] for p in parts}
-    return (
-        len(tops) == 1
-        and all(len(p) >= 3 for p in parts)
-        and parts[0][0].lower() not in ("train", "test")
-    )
-
-
-def _checked_layout(train: dict, test: dict, explicit: bool, skipped: list[str]) -> DatasetLayout:
-    classes = sorted(train, key=natural_key)
-    if len(classes) < 2:
-        where = "train/" if explicit else "the top level"
-        raise DatasetError(
-            f"found {len(classes)} class folder(s) with images under {where}; "
-            "at least 2 classes are needed",
-            rule="too_few_classes",
-        )
-    for c in sorted(set(test) - set(train), key=natural_key):
-        raise DatasetError(
-            f"test/{c}/ has images but train/{c}/ does not; every test class needs training images",
-            rule="class_without_train",
-            entry=f"test/{c}/",
-        )
-    has_test = explicit and bool(test)
-    if has_test:
-        for c in classes:
-            if not test.get(c):
-                raise DatasetError(
-                    f"class {c!r} has no test image: add images under test/{c}/",
-                    rule="class_without_test",
-                    entry=f"test/{c}/",
-                )
-    else:
-        for c in classes:
-            if len(train[c]) < 2:
-                raise DatasetError(
-                    f"class {c!r} has {len(train[c])} image; at least 2 are needed to hold one out "
-                    "for testing (or give an explicit test/ folder)",
-                    rule="class_without_test",
-                    entry=f"{c}/",
-                )
-    return DatasetLayout(
-        class_names=classes,
-        train={c: sorted(train[c]) for c in classes},
-        test={c: sorted(test.get(c, [])) for c in classes},
-        test_source="explicit" if has_test else "split",
-        skipped=skipped,
-    )
-
-
-def _split(layout: DatasetLayout, test_fraction: float, seed: int) -> None:
-    """Stratified split, deterministic in (seed, entry names): same zip + seed, same split."""
-    rng = np.random.default_rng(seed)
-    for c in layout.class_names:
-        names = layout.train[c]
-        n_test = min(max(1, round(len(names) * test_fraction)), len(names) - 1)
-        order = rng.permutation(len(names))
-        layout.test[c] = sorted(names[i] for i in order[:n_test])
-        layout.train[c] = sorted(names[i] for i in order[n_test:])
 
 
 def load_dataset(

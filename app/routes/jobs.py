@@ -183,8 +183,8 @@ def _parse_config(raw: str | None) -> RunConfig:
 def _inspect_dataset(path: Path, config: RunConfig) -> None:
     """Cheap structural checks, so most bad uploads get their answer now, not from the job."""
     # Imported here: it pulls in torch, which the API needs only once an upload arrives.
-    from pipeline.dataset import inspect_zip
     from pipeline.errors import DatasetError
+    from pipeline.layout import inspect_zip
 
     try:
         inspect_zip(path, test_fraction=config.test_fraction, seed=config.seed)

@@ -7,8 +7,9 @@ import zipfile
 import pytest
 import torch
 
-from pipeline.dataset import inspect_zip, load_dataset
+from pipeline.dataset import load_dataset
 from pipeline.errors import DatasetError
+from pipeline.layout import inspect_zip
 from tests.pipeline.zips import class_folder_files, image_bytes, write_zip
 
 COUNTS = {"cat": 10, "dog": 5}
