@@ -62,14 +62,14 @@ def bootstrap_methods(
     n_seeds = len(next(iter(seeds.values())))
     img_rng, seed_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     seed_draws = seed_rng.integers(0, n_seeds, size=(draws, n_seeds))  # [B, S]
-    member_cms = _resampled_confusions(preds, y_true, num_classes, draws, img_rng)  # [M,B,K,K]
+    per_member = _resampled_figures(preds, y_true, num_classes, draws, img_rng)  # [M, B, ...]
     out = {}
     for method, members in seeds.items():
-        # figures[s] = seed s's figures in every draw; pick the drawn seeds and average them.
-        figures = _figures(member_cms[members])  # each [S, B, ...]
-        out[method] = MethodDraws(
-            **{name: _mean_over_drawn_seeds(v, seed_draws) for name, v in figures.items()}
-        )
+        # v[members][s] = seed s's figure in every draw; pick the drawn seeds and average them.
+        drawn = {
+            name: _mean_over_drawn_seeds(v[members], seed_draws) for name, v in per_member.items()
+        }
+        out[method] = MethodDraws(**drawn)
     return out
 
 
@@ -130,25 +130,32 @@ def _seed_table(method_of: list[str], seed_of: list[int]) -> dict[str, np.ndarra
     return {method: np.array([v[s] for s in sorted(v)]) for method, v in table.items()}
 
 
-def _resampled_confusions(
+def _resampled_figures(
     preds: np.ndarray, y_true: np.ndarray, k: int, draws: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Confusion matrix of every member on every stratified resample: int64 [M, B, K, K]."""
+) -> dict[str, np.ndarray]:
+    """Every member's figures on every stratified resample: name -> [M, B, ...].
+
+    Confusion matrices are built a chunk of draws at a time and reduced to figures at once,
+    so memory stays bounded for many test images or many classes.
+    """
     m, t = preds.shape
     codes = y_true[None, :] * k + preds  # [M, T]: (true, predicted) cell of each prediction
-    by_class = [np.flatnonzero(y_true == c) for c in range(k)]
-    out = np.empty((m, draws, k, k), dtype=np.int64)
-    chunk = max(1, _CHUNK_ELEMENTS // max(t, 1))
+    by_class = [np.flatnonzero(y_true == c) for c in range(k) if (y_true == c).any()]
+    out: dict[str, np.ndarray] = {}
+    chunk = max(1, _CHUNK_ELEMENTS // max(t, k * k, 1))
     for start in range(0, draws, chunk):
         b = min(chunk, draws - start)
         idx = np.concatenate(
-            [ids[rng.integers(0, len(ids), size=(b, len(ids)))] for ids in by_class if len(ids)],
-            axis=1,
+            [ids[rng.integers(0, len(ids), size=(b, len(ids)))] for ids in by_class], axis=1
         )  # [b, T]: each class resampled within itself
         offset = (np.arange(b) * k * k)[:, None]
         for j in range(m):
             flat = (codes[j][idx] + offset).ravel()
-            out[j, start : start + b] = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+            cm = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+            for name, v in _figures(cm).items():
+                if name not in out:
+                    out[name] = np.empty((m, draws, *v.shape[1:]))
+                out[name][j, start : start + b] = v
     return out
 
 
