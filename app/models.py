@@ -1,4 +1,5 @@
-"""Tables: `jobs` (the authority on a job's state) and `class_reports` (per-class figures)."""
+"""Tables: `jobs` (the authority on a job's state), `class_reports` (per-class figures) and
+`api_keys` (hashed client keys; a key's owner owns the jobs made with it)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The API key owner that created the job; None only for rows from before API keys.
+    owner: Mapped[str | None] = mapped_column(Text, index=True)
+    # Crash safety: the running worker extends its lease with heartbeats; a lease in the past
+    # means the worker died and the job may be re-queued.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_id: Mapped[str | None] = mapped_column(Text)
 
     class_reports: Mapped[list[ClassReport]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -108,3 +116,21 @@ class ClassReport(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     job: Mapped[Job] = relationship(back_populates="class_reports")
+
+
+class ApiKey(Base):
+    """A client key. Only its SHA-256 is stored: keys are 32 random bytes (256 bits of
+    entropy), so nobody can brute-force a preimage and a slow password hash (bcrypt, argon2)
+    would only add latency to every request. `prefix` is the key's first characters, shown in
+    listings so that a person can tell keys apart without the key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

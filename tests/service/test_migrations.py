@@ -18,7 +18,7 @@ from app.models import Base
 
 from .conftest import python_path
 
-TABLES = {"jobs", "class_reports", "alembic_version"}
+TABLES = {"jobs", "class_reports", "api_keys", "alembic_version"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
@@ -65,3 +65,44 @@ def test_cli_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
     url = f"sqlite:///{tmp_path / 'data' / 'balancer.db'}"
     assert tables_and_drift(url) == (TABLES, [])
+
+
+NEW_JOB_COLUMNS = {"owner", "lease_expires_at", "heartbeat_at", "worker_id"}
+
+
+def job_columns(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {c["name"] for c in sa.inspect(conn).get_columns("jobs")}
+    finally:
+        engine.dispose()
+
+
+def test_0002_up_down_up_keeps_existing_jobs(empty_db_url: str) -> None:
+    migrations.upgrade(empty_db_url, "0001")
+    engine = sa.create_engine(empty_db_url)
+    insert = sa.text(
+        "INSERT INTO jobs (id, status, progress, config, created_at, attempts, cancel_requested) "
+        "VALUES (:id, 'succeeded', 1.0, '{}', CURRENT_TIMESTAMP, 1, false)"
+    )
+    job_id = "0b7e0d525c4f4c599d0e3f1c1f0f2a11"
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert, {"id": job_id})
+        migrations.upgrade(empty_db_url, "0002_owners_keys_leases")
+        assert job_columns(empty_db_url) >= NEW_JOB_COLUMNS
+        with engine.connect() as conn:
+            owner = conn.execute(sa.text("SELECT owner FROM jobs")).scalar_one()
+        assert owner is None, "a job from before keys has no owner"
+
+        migrations.downgrade(empty_db_url, "0001")
+        assert not NEW_JOB_COLUMNS & job_columns(empty_db_url)
+        assert tables_and_drift(empty_db_url)[0] == {"jobs", "class_reports", "alembic_version"}
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar_one() == 1
+
+        migrations.upgrade(empty_db_url)
+        assert tables_and_drift(empty_db_url) == (TABLES, [])
+    finally:
+        engine.dispose()
