@@ -146,11 +146,14 @@ def evaluate_with_intervals(
     test_counts = np.bincount(y_true, minlength=len(class_names)).tolist()
     add_intervals(methods, boot, class_names, test_counts)
     comparisons = compare_minority(methods, boot, class_names, minority, test_counts)
-    return methods, comparisons, statistics_info(len(set(seed_of)), draws, seed)
+    small = [c for c, n in zip(class_names, test_counts, strict=True) if n < MIN_TEST_IMAGES]
+    return methods, comparisons, statistics_info(len(set(seed_of)), draws, seed, small)
 
 
-def statistics_info(seeds: int, draws: int, seed: int) -> dict:
-    """How the intervals were made, for the report."""
+def statistics_info(
+    seeds: int, draws: int, seed: int, small_classes: list[str] | None = None
+) -> dict:
+    """How the intervals were made, for the report; small_classes have few test images."""
     notes = [
         "percentile bootstrap: test images resampled within each class, classifier seeds "
         "resampled; differences are paired (same images and seeds for both methods)",
@@ -163,6 +166,13 @@ def statistics_info(seeds: int, draws: int, seed: int) -> dict:
         notes.append(
             "one classifier seed: the intervals cover test-set sampling only, not the "
             "randomness of training (use more seeds for that)"
+        )
+    if small_classes:
+        shown = ", ".join(small_classes[:10]) + (", ..." if len(small_classes) > 10 else "")
+        notes.append(
+            f"fewer than {MIN_TEST_IMAGES} test images in class(es) {shown}: their intervals, "
+            "and those of the overall figures, are rough and can be too narrow (a resample of "
+            "a class whose images are all right, or all wrong, never varies)"
         )
     return {
         "method": "bootstrap",

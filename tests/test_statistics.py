@@ -138,6 +138,15 @@ def test_small_difference_on_a_small_test_set_is_no_clear_difference():
     assert c["verdict"] == "no clear difference"
 
 
+def test_classes_with_few_test_images_are_named_in_the_notes():
+    y = np.repeat([0, 1], [8, 40])
+    preds = np.stack([y, y, y])
+    _, _, info = evaluate_with_intervals(
+        preds, y, ["baseline", "oversample", "gan"], [0, 0, 0], ["tiny", "big"], []
+    )
+    assert any("class(es) tiny:" in n for n in info["notes"])
+
+
 def test_too_few_test_images_withholds_the_verdict():
     c = comparison(1.0, 0.0, 10)  # 10/10 against 0/10: the interval is [1, 1]
     assert c["difference_ci95"] == [1.0, 1.0]
