@@ -109,6 +109,8 @@ def test_html_escapes_class_names():
     }
     html = render_html(report)
     assert "&lt;b&gt;cat&lt;/b&gt;" in html and "<b>cat</b>" not in html
+    # A dataset with no class below the target: no comparison, and the page says why.
+    assert "nothing to compare" in html and 'id="per-class-table"' in html
 
 
 def test_cli_table_shows_intervals_and_verdicts(run):
