@@ -7,8 +7,10 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
+from app.auth import api_key_scheme, authenticate, bearer_scheme, request_key, unauthorized
 from app.settings import Settings
 
 
@@ -28,3 +30,20 @@ def get_celery(request: Request) -> Celery:
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+def get_current_owner(
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> str:
+    """The owner of the request's API key (Bearer first, then X-API-Key); 401 without one."""
+    key = request_key(bearer and f"Bearer {bearer.credentials}", api_key)
+    owner = authenticate(session, key) if key else None
+    if owner is None:
+        raise unauthorized(key_sent=bool(key))
+    return owner
+
+
+# Every route that reads or changes jobs takes this: it authenticates and names the owner.
+CurrentOwner = Annotated[str, Depends(get_current_owner)]

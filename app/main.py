@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.auth import UploadGate
 from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     # Slack for the multipart envelope around the file and the config field.
     app.add_middleware(BodySizeLimit, path="/v1/jobs", limit=settings.max_upload_bytes + 1024**2)
+    # Outermost: an upload without a valid key, or over its owner's limits, is refused unread.
+    app.add_middleware(UploadGate, path="/v1/jobs")
     app.include_router(jobs.router)
     app.include_router(health.router)
     install_problem_handlers(app)

@@ -5,8 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OwnerLimits(BaseModel):
+    """Limits for one owner, overriding the owner_max_* defaults; None keeps the default."""
+
+    max_active_jobs: int | None = Field(None, ge=1)
+    max_upload_bytes: int | None = Field(None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -28,6 +35,14 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(0.5, ge=0.0)
     max_attempts: int = Field(2, ge=1, description="Starts of one job before it is failed.")
     page_size_max: int = Field(100, ge=1)
+    # Per owner (the owner of the API key): queued + running jobs at once, and upload size
+    # (capped by max_upload_bytes; 0 = max_upload_bytes). owner_limits overrides them for
+    # named owners, e.g. BALANCER_OWNER_LIMITS='{"lab": {"max_active_jobs": 10}}'.
+    owner_max_active_jobs: int = Field(4, ge=1)
+    owner_max_upload_bytes: int = Field(0, ge=0)
+    owner_limits: dict[str, OwnerLimits] = Field(default_factory=dict)
+    # Retry-After of a 429 (an owner at the active-job limit): roughly when a job may end.
+    owner_retry_after_s: int = Field(60, ge=1)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -41,6 +56,19 @@ class Settings(BaseSettings):
         if self.visibility_timeout_s <= self.job_time_limit_s:
             raise ValueError("visibility_timeout_s must be greater than job_time_limit_s")
         return self
+
+    def max_active_jobs_for(self, owner: str) -> int:
+        override = self.owner_limits.get(owner)
+        if override and override.max_active_jobs is not None:
+            return override.max_active_jobs
+        return self.owner_max_active_jobs
+
+    def max_upload_bytes_for(self, owner: str) -> int:
+        override = self.owner_limits.get(owner)
+        limit = self.owner_max_upload_bytes or self.max_upload_bytes
+        if override and override.max_upload_bytes is not None:
+            limit = override.max_upload_bytes
+        return min(limit, self.max_upload_bytes)
 
     @property
     def jobs_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""`balancer serve | worker | db upgrade | db downgrade`. Heavy imports stay inside handlers so
+"""`balancer serve | api | worker | db upgrade | db downgrade | keys create | keys list |
+keys revoke`. Heavy imports stay inside handlers so
 that `balancer --help` and the pipeline commands start fast."""
 
 from __future__ import annotations
@@ -48,6 +49,30 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     down = db_commands.add_parser("downgrade", help="revert the database to a revision")
     down.add_argument("revision", nargs="?", default="-1", help="target (default: -1; 'base')")
     down.set_defaults(func=db_downgrade_command)
+    _add_keys_commands(subparsers)
+
+
+def _add_keys_commands(subparsers: argparse._SubParsersAction) -> None:
+    keys = subparsers.add_parser(
+        "keys",
+        help="API keys: create, list, revoke",
+        description="Every API route but health and docs needs a key. A key belongs to an "
+        "owner, who sees only the jobs made with their keys.",
+    )
+    commands = keys.add_subparsers(
+        dest="keys_command", required=True, metavar="{create,list,revoke}"
+    )
+    create = commands.add_parser(
+        "create", help="create a key and print it (the last line of the output)"
+    )
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'laptop'")
+    create.add_argument("--owner", default=None, help="whose jobs the key sees (default: the name)")
+    create.set_defaults(func=keys_create_command)
+    listing = commands.add_parser("list", help="list keys (never the keys themselves)")
+    listing.set_defaults(func=keys_list_command)
+    revoke = commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key", metavar="PREFIX_OR_ID", help="the key's listed prefix or id")
+    revoke.set_defaults(func=keys_revoke_command)
 
 
 def _add_listen_options(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +96,104 @@ def db_downgrade_command(args: argparse.Namespace) -> int:
 
     migrations.downgrade(get_settings().database_url, args.revision)
     return 0
+
+
+def _key_sessions():  # noqa: ANN202 (sessionmaker; its import stays in here)
+    from sqlalchemy import inspect
+
+    from app.db import make_engine, make_sessionmaker
+    from app.settings import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    engine = make_engine(settings.database_url)
+    if not inspect(engine).has_table("api_keys"):
+        raise SystemExit("the database has no api_keys table yet: run `balancer db upgrade`")
+    return make_sessionmaker(engine)
+
+
+def keys_create_command(args: argparse.Namespace) -> int:
+    from app.auth import create_key
+
+    name, owner = args.name.strip(), (args.owner or args.name).strip()
+    if not name or not owner:
+        raise SystemExit("--name and --owner must not be empty")
+    with _key_sessions()() as session:
+        row, key = create_key(session, name, owner)
+    print(f"Created API key {row.prefix}... (id {row.id}) named {name!r} for owner {owner!r}.")
+    print("Store it now: only its hash is kept, it cannot be shown again.")
+    print(key)
+    return 0
+
+
+def keys_list_command(args: argparse.Namespace) -> int:
+    from app.auth import list_keys
+
+    with _key_sessions()() as session:
+        rows = [_key_row(k) for k in list_keys(session)]
+    header = ("PREFIX", "NAME", "OWNER", "CREATED", "REVOKED", "LAST USED", "ID")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _key_row(key) -> tuple[str, ...]:  # noqa: ANN001 (app.models.ApiKey)
+    def when(ts) -> str:  # noqa: ANN001
+        return ts.strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
+
+    return (
+        key.prefix,
+        key.name,
+        key.owner,
+        when(key.created_at),
+        when(key.revoked_at),
+        when(key.last_used_at),
+        str(key.id),
+    )
+
+
+def keys_revoke_command(args: argparse.Namespace) -> int:
+    from app.auth import find_keys, revoke_key
+
+    with _key_sessions()() as session:
+        found = find_keys(session, args.key)
+        if not found:
+            print(f"no key with prefix or id {args.key!r}", file=sys.stderr)
+            return 1
+        if len(found) > 1:
+            ids = ", ".join(str(k.id) for k in found)
+            print(f"{len(found)} keys start with {args.key!r}; give the id: {ids}", file=sys.stderr)
+            return 1
+        key = found[0]
+        done = revoke_key(session, key)
+    state = "Revoked" if done else "Already revoked:"
+    print(f"{state} key {key.prefix}... (id {key.id}) named {key.name!r} of owner {key.owner!r}.")
+    return 0
+
+
+def ensure_first_key(database_url: str) -> None:
+    """With no key at all, create one and print it: a fresh `serve` is usable, never open."""
+    from app.auth import count_keys, create_key
+    from app.db import make_engine, make_sessionmaker
+
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            if count_keys(session):
+                return
+            row, key = create_key(session, "first key", "default")
+    finally:
+        engine.dispose()
+    print(
+        f"\nNo API keys existed, so one was created (owner {row.owner!r}, prefix {row.prefix}).\n"
+        "Send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`. It is shown only "
+        "this once:\n\n"
+        f"    {key}\n\n"
+        "Make more with `balancer keys create --name NAME [--owner OWNER]`; list them with "
+        "`balancer keys list`, revoke one with `balancer keys revoke PREFIX`.\n",
+        flush=True,
+    )
 
 
 def worker_command(args: argparse.Namespace) -> int:
@@ -108,6 +231,7 @@ def serve_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.ensure_dirs()
     migrations.upgrade(settings.database_url)
+    ensure_first_key(settings.database_url)
     worker = _start_worker(settings.queue)
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port)

@@ -12,7 +12,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
 from app import crud
-from app.deps import CeleryDep, SessionDep, SettingsDep
+from app.auth import check_active_jobs, upload_too_large
+from app.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from app.models import FINISHED, Job, JobStatus
 from app.problems import ProblemError, problem_responses
 from app.schemas import ClassRow, JobOut, JobPage
@@ -21,7 +22,8 @@ from app.storage import UploadTooLarge, delete_job_files, out_dir, save_upload, 
 from pipeline.config import RunConfig
 from worker.celery_app import enqueue_job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+# Every route here needs an API key and sees only its owner's jobs.
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
 
 # A string, not uuid.UUID: an id that cannot exist is "not found" (404), not a 422.
 JobId = Annotated[
@@ -41,10 +43,11 @@ REPORT_EXAMPLE = {
     status_code=202,
     summary="Upload a dataset zip and start a balancing job",
     response_description="The job, queued. `Location` is its URL.",
-    responses=problem_responses(413, 422, 503),
+    responses=problem_responses(413, 422, 429, 503),
 )
 def create_job(
     response: Response,
+    owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
@@ -57,9 +60,12 @@ def create_job(
     ] = None,
 ) -> JobOut:
     run_config = _parse_config(config)
+    check_active_jobs(session, settings, owner)
     job_id = uuid.uuid4()
     try:
-        save_upload(settings, job_id, dataset.file)
+        size = save_upload(settings, job_id, dataset.file)
+        if size > (owner_limit := settings.max_upload_bytes_for(owner)):
+            raise upload_too_large(owner_limit, size)
         _inspect_dataset(upload_path(settings, job_id), run_config)
     except UploadTooLarge:
         delete_job_files(settings, job_id)
@@ -67,29 +73,36 @@ def create_job(
     except BaseException:
         delete_job_files(settings, job_id)
         raise
-    job = Job(id=job_id, status=JobStatus.queued.value, config=run_config.resolved().to_dict())
+    job = Job(
+        id=job_id,
+        owner=owner,
+        status=JobStatus.queued.value,
+        config=run_config.resolved().to_dict(),
+    )
     session.add(job)
     session.commit()
+    _undo_if_over_limit(session, settings, job)
     _enqueue_or_undo(session, settings, celery, job)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobOut.of(job)
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", summary="List your jobs, newest first")
 def list_jobs(
+    owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, description="Page size (capped by the server).")] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:
     limit = min(limit, settings.page_size_max)
-    jobs, total = crud.list_jobs(session, limit, offset)
+    jobs, total = crud.list_jobs(session, owner, limit, offset)
     return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", summary="Status and progress of a job", responses=problem_responses(404))
-def get_job(job_id: JobId, session: SessionDep) -> JobOut:
-    return JobOut.of(_job_or_404(session, job_id))
+def get_job(job_id: JobId, owner: CurrentOwner, session: SessionDep) -> JobOut:
+    return JobOut.of(_job_or_404(session, job_id, owner))
 
 
 @router.get(
@@ -100,8 +113,8 @@ def get_job(job_id: JobId, session: SessionDep) -> JobOut:
         **problem_responses(404, 409),
     },
 )
-def get_report(job_id: JobId, session: SessionDep) -> dict[str, Any]:
-    job = _succeeded_or_409(session, job_id)
+def get_report(job_id: JobId, owner: CurrentOwner, session: SessionDep) -> dict[str, Any]:
+    job = _succeeded_or_409(session, job_id, owner)
     return JSONResponse(job.report)  # type: ignore[return-value] (stored as the CLI wrote it)
 
 
@@ -110,8 +123,8 @@ def get_report(job_id: JobId, session: SessionDep) -> dict[str, Any]:
     summary="Per-class counts and accuracy for each method",
     responses=problem_responses(404, 409),
 )
-def get_classes(job_id: JobId, session: SessionDep) -> list[ClassRow]:
-    job = _succeeded_or_409(session, job_id)
+def get_classes(job_id: JobId, owner: CurrentOwner, session: SessionDep) -> list[ClassRow]:
+    job = _succeeded_or_409(session, job_id, owner)
     return [ClassRow.model_validate(r) for r in crud.class_rows(session, job.id)]
 
 
@@ -121,8 +134,10 @@ def get_classes(job_id: JobId, session: SessionDep) -> list[ClassRow]:
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {}}}, **problem_responses(404, 409)},
 )
-def get_balanced_dataset(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
-    job, path = _artifact(session, settings, job_id, "balanced.zip")
+def get_balanced_dataset(
+    job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> Response:
+    job, path = _artifact(session, settings, job_id, owner, "balanced.zip")
     return FileResponse(path, media_type="application/zip", filename=f"balanced-{job.id}.zip")
 
 
@@ -132,8 +147,10 @@ def get_balanced_dataset(job_id: JobId, session: SessionDep, settings: SettingsD
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}, **problem_responses(404, 409)},
 )
-def get_samples(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
-    _, path = _artifact(session, settings, job_id, "samples.png")
+def get_samples(
+    job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> Response:
+    _, path = _artifact(session, settings, job_id, owner, "samples.png")
     return FileResponse(path, media_type="image/png")
 
 
@@ -148,19 +165,21 @@ def get_samples(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Re
         **problem_responses(404),
     },
 )
-def delete_job(job_id: JobId, session: SessionDep, settings: SettingsDep) -> Response:
-    job = _job_or_404(session, job_id)
+def delete_job(
+    job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> Response:
+    job = _job_or_404(session, job_id, owner)
     job_uuid = job.id
     if job.status in {s.value for s in FINISHED}:
         crud.delete_job(session, job_uuid)
         delete_job_files(settings, job_uuid)
         return Response(status_code=204)
     if crud.cancel_if_queued(session, job_uuid):
-        return _job_json(session, job_uuid, 200)
+        return _job_json(session, job_uuid, owner, 200)
     if crud.request_cancel(session, job_uuid):
-        return _job_json(session, job_uuid, 202)
+        return _job_json(session, job_uuid, owner, 202)
     # It finished between our read and our update: report what it is now.
-    return _job_json(session, job_uuid, 200)
+    return _job_json(session, job_uuid, owner, 200)
 
 
 def _parse_config(raw: str | None) -> RunConfig:
@@ -206,9 +225,21 @@ def _enqueue_or_undo(session: SessionDep, settings: Settings, celery: CeleryDep,
         ) from exc
 
 
-def _job_or_404(session: SessionDep, job_id: str | uuid.UUID) -> Job:
+def _undo_if_over_limit(session: SessionDep, settings: Settings, job: Job) -> None:
+    """Two uploads at once can both pass the check before their upload: counted again with the
+    new row in, one over the limit is undone (both, at worst; never one too many)."""
     try:
-        job = crud.get_job(session, uuid.UUID(str(job_id)))
+        check_active_jobs(session, settings, job.owner or "", adding=0)
+    except BaseException:
+        crud.delete_job(session, job.id)
+        delete_job_files(settings, job.id)
+        raise
+
+
+def _job_or_404(session: SessionDep, job_id: str | uuid.UUID, owner: str) -> Job:
+    """The owner's job. Another owner's job is "not found", word for word as an unknown id."""
+    try:
+        job = crud.get_owned_job(session, uuid.UUID(str(job_id)), owner)
     except ValueError:
         job = None
     if job is None:
@@ -216,8 +247,8 @@ def _job_or_404(session: SessionDep, job_id: str | uuid.UUID) -> Job:
     return job
 
 
-def _succeeded_or_409(session: SessionDep, job_id: str) -> Job:
-    job = _job_or_404(session, job_id)
+def _succeeded_or_409(session: SessionDep, job_id: str, owner: str) -> Job:
+    job = _job_or_404(session, job_id, owner)
     if job.status != JobStatus.succeeded.value:
         detail = f"the job is {job.status}; its results exist once it has succeeded"
         if job.error:
@@ -228,16 +259,18 @@ def _succeeded_or_409(session: SessionDep, job_id: str) -> Job:
     return job
 
 
-def _artifact(session: SessionDep, settings: Settings, job_id: str, name: str) -> tuple[Job, Path]:
-    job = _succeeded_or_409(session, job_id)
+def _artifact(
+    session: SessionDep, settings: Settings, job_id: str, owner: str, name: str
+) -> tuple[Job, Path]:
+    job = _succeeded_or_409(session, job_id, owner)
     path = out_dir(settings, job.id) / name
     if not path.is_file():
         raise ProblemError(404, "file-missing", "File missing", f"{name} of job {job.id} is gone")
     return job, path
 
 
-def _job_json(session: SessionDep, job_id: uuid.UUID, status: int) -> Response:
-    job = _job_or_404(session, job_id)
+def _job_json(session: SessionDep, job_id: uuid.UUID, owner: str, status: int) -> Response:
+    job = _job_or_404(session, job_id, owner)
     return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=status)
 
 

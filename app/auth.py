@@ -1,0 +1,202 @@
+"""API keys: creation, lookup and revocation, the OpenAPI security schemes, and a gate that
+refuses an upload before its body is read.
+
+A key is `gb_` + `secrets.token_urlsafe(32)` (256 random bits). Only its SHA-256 is stored:
+with that much entropy nobody can guess a preimage, so a slow password hash (bcrypt, argon2)
+would add latency to every request and no safety. A request's key is hashed, the row is looked
+up by that hash, and the hashes are compared again with `hmac.compare_digest`. Every request
+reads the row, so a revocation takes effect at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+import uuid
+from datetime import timedelta
+from http import HTTPStatus
+
+from fastapi.security import APIKeyHeader, HTTPBearer
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import crud
+from app.models import ApiKey, utcnow
+from app.problems import TYPE_PREFIX, ProblemError, problem_response
+from app.settings import Settings
+
+KEY_PREFIX = "gb_"
+LISTED_PREFIX_LEN = 8
+MAX_KEY_LEN = 256
+# last_used_at is written at most this often per key: a status poll every second must not
+# become a database write every second.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+API_KEY_HEADER = "X-API-Key"
+KEY_HINT = f"send `Authorization: Bearer <key>` or `{API_KEY_HEADER}: <key>`"
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="BearerKey",
+    description="An API key as a bearer token: `Authorization: Bearer gb_...`. "
+    "Create one with `balancer keys create --name NAME`.",
+)
+api_key_scheme = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
+    description=f"The same API key in the `{API_KEY_HEADER}` header.",
+)
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, owner: str) -> tuple[ApiKey, str]:
+    """A new key for `owner`; returns the row and the key, which is never stored."""
+    key = generate_key()
+    row = ApiKey(name=name, owner=owner, key_hash=hash_key(key), prefix=key[:LISTED_PREFIX_LEN])
+    session.add(row)
+    session.commit()
+    return row, key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def count_keys(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ApiKey)) or 0
+
+
+def find_keys(session: Session, ref: str) -> list[ApiKey]:
+    """Keys matching an id, a listed prefix, or the whole key."""
+    ref = ref.strip()
+    conditions = [ApiKey.prefix == ref, ApiKey.key_hash == hash_key(ref)]
+    with contextlib.suppress(ValueError):
+        conditions.append(ApiKey.id == uuid.UUID(ref))
+    return list(session.scalars(select(ApiKey).where(or_(*conditions))))
+
+
+def revoke_key(session: Session, key: ApiKey) -> bool:
+    """Revoke the key; False if it already was."""
+    stmt = update(ApiKey).where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+    done = session.execute(stmt.values(revoked_at=utcnow())).rowcount == 1
+    session.commit()
+    session.refresh(key)
+    return done
+
+
+def authenticate(session: Session, key: str) -> str | None:
+    """The owner of a valid, unrevoked key; None otherwise."""
+    if not key or len(key) > MAX_KEY_LEN:
+        return None
+    digest = hash_key(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
+        return None
+    _touch(session, row)
+    return row.owner
+
+
+def _touch(session: Session, row: ApiKey) -> None:
+    now = utcnow()
+    if row.last_used_at and now - row.last_used_at < LAST_USED_RESOLUTION:
+        return
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
+    session.execute(update(ApiKey).where(ApiKey.id == row.id, stale).values(last_used_at=now))
+    session.commit()
+
+
+def unauthorized(key_sent: bool) -> HTTPException:
+    """401 with a WWW-Authenticate challenge. Unknown and revoked keys read the same."""
+    if not key_sent:
+        return HTTPException(401, f"no API key: {KEY_HINT}", {"WWW-Authenticate": "Bearer"})
+    challenge = 'Bearer error="invalid_token"'
+    detail = "the API key is not valid (unknown or revoked)"
+    return HTTPException(401, detail, {"WWW-Authenticate": challenge})
+
+
+def check_active_jobs(session: Session, settings: Settings, owner: str, adding: int = 1) -> None:
+    """429 with Retry-After if `adding` more jobs would take the owner over their limit of
+    queued + running jobs (adding=0: the new job is in the table already)."""
+    limit = settings.max_active_jobs_for(owner)
+    active = crud.count_active_jobs(session, owner)
+    if active + adding > limit:
+        active = min(active, limit)
+        detail = (
+            f"{active} of your jobs are queued or running and the limit is {limit}; "
+            "wait for one to end, or cancel one"
+        )
+        retry = {"Retry-After": str(settings.owner_retry_after_s)}
+        raise HTTPException(429, detail, retry)
+
+
+def upload_too_large(limit: int, size: int | None = None) -> ProblemError:
+    sent = f"the upload has {size} bytes; " if size is not None else ""
+    detail = f"{sent}your upload limit is {limit} bytes"
+    return ProblemError(413, "upload-too-large", "Upload too large", detail, limit=limit)
+
+
+class UploadGate:
+    """Check the key, the owner's active-job limit and the declared size of an upload before
+    its body is read: FastAPI reads a form body before it resolves dependencies, so without
+    this an anonymous client could make the server spool a whole upload to disk. The route's
+    own dependencies check all of it again; this only answers earlier."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            request = Request(scope)
+            refusal = await run_in_threadpool(self._refusal, request)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, request: Request) -> Response | None:
+        state = request.app.state
+        key = request_key(request.headers.get("authorization"), request.headers.get(API_KEY_HEADER))
+        try:
+            with state.sessionmaker() as session:
+                owner = authenticate(session, key) if key else None
+                if owner is None:
+                    raise unauthorized(bool(key))
+                check_active_jobs(session, state.settings, owner)
+            length = request.headers.get("content-length", "")
+            limit = state.settings.max_upload_bytes_for(owner)
+            if length.isdigit() and int(length) > limit:
+                raise upload_too_large(limit, int(length))
+        except (HTTPException, ProblemError) as exc:
+            return _problem(request, exc)
+        return None
+
+
+def request_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key from `Authorization: Bearer <key>`, else from X-API-Key."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return api_key or None
+
+
+def _problem(request: Request, exc: HTTPException | ProblemError) -> Response:
+    if isinstance(exc, ProblemError):
+        return problem_response(
+            request, exc.status, exc.title, exc.detail, TYPE_PREFIX + exc.slug, **exc.extensions
+        )
+    title = HTTPStatus(exc.status_code).phrase
+    return problem_response(request, exc.status_code, title, exc.detail, headers=exc.headers)
