@@ -90,13 +90,15 @@ def init_dcgan_(module: nn.Module) -> None:
 
 
 def diff_augment(x: torch.Tensor, translate: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
-    """Random translation (zero padded) then cutout, per image; differentiable in x.
+    """Random translation then cutout, per image; differentiable in x.
 
-    x: [N, C, H, W]. Same policy for real and fake, so D cannot tell them apart by it.
+    x: [N, C, H, W] in [-1, 1]. Same policy for real and fake, so D cannot tell them apart by
+    it. Uncovered and cut-out pixels are filled with -1 (black), not 0: a mid-gray fill is so
+    visible on dark-background data (MNIST) that the generator learns to draw gray boxes.
     """
     n, _, h, w = x.shape
     dev = x.device
-    # Translation: shift by up to translate*side pixels, filling with zeros.
+    # Translation: shift by up to translate*side pixels.
     sy, sx = int(h * translate + 0.5), int(w * translate + 0.5)
     ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=dev)
     tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=dev)
@@ -105,15 +107,15 @@ def diff_augment(x: torch.Tensor, translate: float = 0.125, cutout: float = 0.5)
     inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)).unsqueeze(1)
     flat = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).reshape(n, 1, h * w)
     x = x.reshape(n, -1, h * w).gather(2, flat.expand(-1, x.shape[1], -1)).reshape(x.shape)
-    x = x * inside
-    # Cutout: zero one square of half the side at a random centre.
+    x = torch.where(inside, x, -1.0)
+    # Cutout: blank one square of half the side at a random centre.
     ch, cw = int(h * cutout + 0.5), int(w * cutout + 0.5)
     cy = torch.randint(0, h, (n, 1, 1), device=dev)
     cx = torch.randint(0, w, (n, 1, 1), device=dev)
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
     hole = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
-    return x * (~hole).unsqueeze(1)
+    return torch.where(hole.unsqueeze(1), -1.0, x)
 
 
 @dataclass
