@@ -6,10 +6,13 @@ Dropout(0.3), Linear(num_classes). Convs are padded, so S x S inputs give 32 x S
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
 from pipeline.stacked import StackedLinear, flatten_members, to_channels
 
 
@@ -59,6 +62,77 @@ def init_members_alike_(model: SmallCNN, group_of: list[int]) -> None:
                 blocks.copy_(blocks[src].clone())
 
 
+@dataclass
+class ClassifierState:
+    """Everything one classifier training step reads and writes; all of it on one device."""
+
+    model: SmallCNN
+    opt: torch.optim.Optimizer
+    images: torch.Tensor  # uint8 [N, C, S, S], real and synthetic together
+    labels: torch.Tensor  # int64 [N]
+    pools: torch.Tensor  # int64 [M, Pmax]: member m trains on images[pools[m, :pool_sizes[m]]]
+    pool_sizes: torch.Tensor  # int64 [M, 1]
+    history: torch.Tensor  # float [steps, M]: training loss per member per step
+    it: torch.Tensor  # int64 [1]: steps done, on the device
+    batch: int
+
+    def __post_init__(self) -> None:
+        m = self.pools.shape[0]
+        self.rows = torch.arange(m, device=self.pools.device).view(m, 1)  # [M, 1]
+
+
+def classifier_step(st: ClassifierState) -> None:
+    """One Adam step for all M members; run eagerly or captured in a CUDA graph alike."""
+    m, b = st.pools.shape[0], st.batch
+    # Sample with replacement from each member's own pool, on the device: idx [M, B].
+    pick = (torch.rand(m, b, device=st.pools.device) * st.pool_sizes).long()
+    idx = st.pools[st.rows, pick]
+    x = st.images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S] in [-1, 1]
+    logits = st.model(x)  # [M, B, classes]
+    loss = F.cross_entropy(logits.flatten(0, 1), st.labels[idx].flatten(), reduction="none")
+    loss = loss.view(m, b).mean(1)  # [M]
+    st.opt.zero_grad(set_to_none=True)
+    # Mean per member, summed over members: each member's gradient is its own.
+    loss.sum().backward()
+    st.opt.step()
+    st.history.index_copy_(0, st.it, loss.detach().unsqueeze(0))
+    st.it += 1
+
+
+def make_classifier_state(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    pools: torch.Tensor,
+    pool_sizes: torch.Tensor,
+    seeds_of: list[int],
+    num_classes: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    engine: str,
+) -> ClassifierState:
+    """M fresh SmallCNNs (members of one seed start alike), Adam and the loss history."""
+    m = pools.shape[0]
+    _, c, s, _ = images.shape
+    dev = images.device
+    torch.manual_seed(seed)
+    model = SmallCNN(m, c, s, num_classes).to(dev)
+    init_members_alike_(model, seeds_of)
+    model.train()
+    return ClassifierState(
+        model=model,
+        opt=make_adam(model.parameters(), lr, (0.9, 0.999), engine),
+        images=images,
+        labels=labels,
+        pools=pools,
+        pool_sizes=pool_sizes.to(dev).view(m, 1),
+        history=torch.zeros(steps, m, device=dev),
+        it=torch.zeros(1, dtype=torch.long, device=dev),
+        batch=batch,
+    )
+
+
 def train_classifiers(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -72,6 +146,7 @@ def train_classifiers(
     seed: int = 0,
     on_step=None,
     step_every: int = 50,
+    engine: str = "auto",
 ) -> SmallCNN:
     """Train M SmallCNNs, member m on images[pools[m, :pool_sizes[m]]].
 
@@ -79,32 +154,17 @@ def train_classifiers(
     labels: int64 [N]
     pools:  int64 [M, Pmax] indices into images; pool_sizes: int64 [M]
     seeds_of: [M] seed index of each member; members sharing it start from the same weights
+    engine: "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
+
+    The returned model carries `loss_history`, float [steps, M] on the CPU.
     """
-    m = pools.shape[0]
-    _, c, s, _ = images.shape
-    dev = images.device
-    torch.manual_seed(seed)
-    model = SmallCNN(m, c, s, num_classes).to(dev)
-    init_members_alike_(model, seeds_of)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    rows = torch.arange(m, device=dev).view(m, 1)
-    model.train()
-    for i in range(steps):
-        # Sample with replacement from each member's own pool, on the device.
-        pick = (torch.rand(m, batch, device=dev) * pool_sizes.view(m, 1)).long()
-        idx = pools[rows, pick]  # [M, B]
-        x = images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S]
-        logits = model(x)
-        loss = F.cross_entropy(
-            logits.reshape(m * batch, -1), labels[idx].reshape(-1), reduction="none"
-        )
-        opt.zero_grad(set_to_none=True)
-        # Mean per member, summed over members: each member's gradient is its own.
-        loss.view(m, batch).mean(1).sum().backward()
-        opt.step()
-        if on_step is not None and (i + 1) % step_every == 0:
-            on_step(i + 1)
-    return model
+    engine = resolve_engine(engine, images.device)
+    st = make_classifier_state(
+        images, labels, pools, pool_sizes, seeds_of, num_classes, steps, batch, lr, seed, engine
+    )
+    run_steps(lambda: classifier_step(st), steps, engine, images.device, on_step, step_every)
+    st.model.loss_history = st.history.cpu()
+    return st.model
 
 
 @torch.no_grad()

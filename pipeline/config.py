@@ -25,6 +25,9 @@ class RunConfig:
     image_size: int | None = None  # working side length in px; None = 28 if inputs <= 32 px else 64
     test_fraction: float = 0.2  # held-out share per class when the zip has no test/ folder
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Training loop: "graph" captures each step in a CUDA graph (pipeline/cuda_graph.py),
+    # "eager" is the plain PyTorch loop, "auto" = graph on CUDA, eager on the CPU.
+    engine: Literal["auto", "eager", "graph"] = "auto"
     gan_batch: int = 64  # real and fake images per GAN step, per class
     gan_latent: int = 100  # generator input noise dimension
     gan_width: int | None = None  # channels of the finest GAN layer (doubling per coarser level)
@@ -56,6 +59,8 @@ class RunConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.engine not in ("auto", "eager", "graph"):
+            raise ValueError(f"engine must be auto, eager or graph, got {self.engine!r}")
         checks = [
             ("target", self.target, 1, 1_000_000),
             ("gan_iterations", self.gan_iterations, 1, 1_000_000),

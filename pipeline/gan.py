@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
 from pipeline.stacked import StackedLinear, flatten_members, from_channels, to_channels
 
 
@@ -127,6 +128,113 @@ class GanResult:
     d_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     g_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     loss_every: int = 1
+    engine: str = "eager"
+
+
+@dataclass
+class GanState:
+    """Everything one GAN training iteration reads and writes; all of it on one device.
+
+    Tensors here live for the whole training run, which is what lets `gan_step` be captured
+    once in a CUDA graph and replayed (see pipeline/cuda_graph.py).
+    """
+
+    g: Generator
+    d: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    real: torch.Tensor  # float [K, Nmax, C, S, S] in [-1, 1]
+    counts: torch.Tensor  # int64 [K, 1]: images of member k are real[k, :counts[k]]
+    aug_mask: torch.Tensor  # bool [K, 1, 1, 1, 1]: DiffAugment on for member k
+    history: torch.Tensor  # float [iterations, 2, K]: (D loss, G loss) per iteration
+    it: torch.Tensor  # int64 [1]: iterations done, kept on the device (no host sync)
+    batch: int
+    latent: int
+
+    def __post_init__(self) -> None:
+        k = self.real.shape[0]
+        self.member = torch.arange(k, device=self.real.device).view(k, 1)  # [K, 1]
+        self.g_params = list(self.g.parameters())
+
+
+def augmented(x: torch.Tensor, aug_mask: torch.Tensor) -> torch.Tensor:
+    """DiffAugment where aug_mask [K, 1, 1, 1, 1] says so. x: [K, N, C, S, S].
+
+    Augments every member and then selects, so shapes never depend on the data (needed for
+    graph capture); the cost is small next to the convolutions.
+    """
+    k, n, c, s, _ = x.shape
+    return torch.where(aug_mask, diff_augment(x.reshape(k * n, c, s, s)).reshape(x.shape), x)
+
+
+def gan_step(st: GanState) -> None:
+    """One D update then one G update for all K members; losses go to st.history[st.it].
+
+    The same function runs eagerly and inside a CUDA graph: batch indices, noise and
+    augmentation are drawn on the device, nothing is read back to the host.
+    """
+    k, b = st.real.shape[0], st.batch
+    # A batch per member from its own images: idx [K, B] in 0..counts[k]-1.
+    idx = (torch.rand(k, b, device=st.real.device) * st.counts).long()
+    x_real = st.real[st.member, idx]  # [K, B, C, S, S]
+    z = torch.randn(k, b, st.latent, device=st.real.device)  # [K, B, Z]
+    fake = st.g(z)  # [K, B, C, S, S]
+
+    # D step: real -> 1, fake -> 0. Real and fake go through D as one batch of 2B (D has no
+    # batch norm, so this is the same function as two passes, at half the kernel launches).
+    logits = st.d(augmented(torch.cat([x_real, fake.detach()], dim=1), st.aug_mask))  # [K, 2B]
+    # Means over the batch, summed over members: each member's gradient is its own.
+    loss_d = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)  # [K]
+    st.opt_d.zero_grad(set_to_none=True)
+    loss_d.sum().backward()
+    st.opt_d.step()
+
+    # G step, non-saturating: maximise log D(G(z)) against the updated D. Gradients are
+    # taken for G's parameters only: D's would be discarded by the next D step anyway.
+    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask))).mean(1)  # [K]
+    st.opt_g.zero_grad(set_to_none=True)
+    loss_g.sum().backward(inputs=st.g_params)
+    st.opt_g.step()
+
+    # Record the losses at row `it` of the history without reading `it` on the host.
+    losses = torch.stack([loss_d.detach(), loss_g.detach()]).unsqueeze(0)  # [1, 2, K]
+    st.history.index_copy_(0, st.it, losses)
+    st.it += 1
+
+
+def make_gan_state(
+    real: torch.Tensor,
+    counts: torch.Tensor,
+    augment: torch.Tensor,
+    iterations: int,
+    batch: int,
+    latent: int,
+    lr: float,
+    width: int,
+    seed: int,
+    engine: str,
+) -> GanState:
+    """Fresh DCGAN-initialised G and D for K members, their optimisers and the loss history."""
+    k, _, c, s, _ = real.shape
+    dev = real.device
+    torch.manual_seed(seed)
+    g = Generator(k, latent, c, s, width).to(dev)
+    d = Discriminator(k, c, s, width).to(dev)
+    init_dcgan_(g)
+    init_dcgan_(d)
+    return GanState(
+        g=g,
+        d=d,
+        opt_g=make_adam(g.parameters(), lr, (0.5, 0.999), engine),
+        opt_d=make_adam(d.parameters(), lr, (0.5, 0.999), engine),
+        real=real,
+        counts=counts.to(dev).view(k, 1),
+        aug_mask=augment.to(dev).view(k, 1, 1, 1, 1),
+        history=torch.zeros(iterations, 2, k, device=dev),
+        it=torch.zeros(1, dtype=torch.long, device=dev),
+        batch=batch,
+        latent=latent,
+    )
 
 
 def train_class_gans(
@@ -141,6 +249,7 @@ def train_class_gans(
     seed: int = 0,
     on_step=None,
     step_every: int = 50,
+    engine: str = "auto",
 ) -> GanResult:
     """Train K class-conditional-by-construction GANs at once, one per stacked member.
 
@@ -148,61 +257,26 @@ def train_class_gans(
     counts:  int64 [K], images per member (>= 1)
     augment: bool [K], DiffAugment on for member k
     on_step(i): called every step_every iterations (progress, cancellation).
+    engine:  "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
     """
-    k, _, c, s, _ = real.shape
     dev = real.device
-    torch.manual_seed(seed)
-    g = Generator(k, latent, c, s, width).to(dev)
-    d = Discriminator(k, c, s, width).to(dev)
-    init_dcgan_(g)
-    init_dcgan_(d)
-    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
-    member = torch.arange(k, device=dev).view(k, 1)
-    aug_mask = augment.to(dev).view(k, 1, 1, 1, 1)
-    loss_every = max(1, iterations // 200)
-    d_hist = torch.zeros(iterations // loss_every + 1, k, device=dev)
-    g_hist = torch.zeros_like(d_hist)
-
-    def augmented(x: torch.Tensor) -> torch.Tensor:  # [K, B, C, S, S]
-        flat = x.reshape(k * batch, c, s, s)
-        return torch.where(aug_mask, diff_augment(flat).reshape(x.shape), x)
-
+    engine = resolve_engine(engine, dev)
+    st = make_gan_state(real, counts, augment, iterations, batch, latent, lr, width, seed, engine)
     start = time.perf_counter()
-    for i in range(iterations):
-        # Sample a batch per member from its own images, on the device.
-        idx = (torch.rand(k, batch, device=dev) * counts.view(k, 1)).long()
-        x_real = real[member, idx]  # [K, B, C, S, S]
-        z = torch.randn(k, batch, latent, device=dev)
-        fake = g(z)
-        # D step: real -> 1, fake -> 0. Losses are means over the batch, summed over members,
-        # so each member's gradient is what it would be alone.
-        loss_d = F.softplus(-d(augmented(x_real))).mean(1) + F.softplus(
-            d(augmented(fake.detach()))
-        ).mean(1)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.sum().backward()
-        opt_d.step()
-        # G step, non-saturating: maximise log D(G(z)).
-        loss_g = F.softplus(-d(augmented(fake))).mean(1)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.sum().backward()
-        opt_g.step()
-        if i % loss_every == 0:
-            d_hist[i // loss_every] = loss_d.detach()
-            g_hist[i // loss_every] = loss_g.detach()
-        if on_step is not None and (i + 1) % step_every == 0:
-            on_step(i + 1)
+    run_steps(lambda: gan_step(st), iterations, engine, dev, on_step, step_every)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    n_hist = (iterations - 1) // loss_every + 1
+    seconds = time.perf_counter() - start
+    loss_every = max(1, iterations // 200)
+    hist = st.history[::loss_every].cpu()  # [ceil(iterations / loss_every), 2, K]
     return GanResult(
-        generator=g,
+        generator=st.g,
         iterations=iterations,
-        seconds=time.perf_counter() - start,
-        d_loss=d_hist[:n_hist].cpu(),
-        g_loss=g_hist[:n_hist].cpu(),
+        seconds=seconds,
+        d_loss=hist[:, 0],
+        g_loss=hist[:, 1],
         loss_every=loss_every,
+        engine=engine,
     )
 
 

@@ -150,6 +150,7 @@ def balance_with_gans(
         seed=cfg.seed,
         on_step=lambda i: progress("training_gan", i / iters),
         step_every=cfg.progress_every,
+        engine=cfg.engine,
     )
     need = [target - n for n in counts]
     images = generate(result.generator, need, cfg.gan_latent, cfg.gan_batch, cfg.seed + 1)
@@ -208,6 +209,7 @@ def compare_classifiers(
         seed=cfg.seed,
         on_step=lambda i: progress("training_classifier", i / steps),
         step_every=cfg.progress_every,
+        engine=cfg.engine,
     )
     progress("evaluating", 0.0)
     preds = predict(model, ds.test_images.to(device)).numpy()
