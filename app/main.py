@@ -10,6 +10,7 @@ from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
 from app.routes import health, jobs
 from app.settings import Settings, get_settings
+from app.sweeper import lifespan as sweeper_lifespan
 from worker.celery_app import create_celery
 
 DESCRIPTION = """
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         openapi_tags=TAGS,
+        lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (app/sweeper.py)
     )
     engine = make_engine(settings.database_url)
     app.state.settings = settings

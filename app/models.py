@@ -92,6 +92,9 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     worker_id: Mapped[str | None] = mapped_column(Text)
+    # When the job's message was last handed to the broker: the sweeper sends it again if no
+    # worker claimed the job long after (a broker that lost its messages).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
 
     class_reports: Mapped[list[ClassReport]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True

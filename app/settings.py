@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(0, ge=0)
     progress_interval_s: float = Field(0.5, ge=0.0)
     max_attempts: int = Field(2, ge=1, description="Starts of one job before it is failed.")
+    # Crash safety (worker/lease.py, app/sweeper.py). A running job holds a lease that its
+    # worker renews every heartbeat_interval_s (0 = lease_s / 4); once the lease has lapsed the
+    # worker is presumed dead and the sweeper re-queues the job (up to max_attempts starts).
+    lease_s: float = Field(60.0, ge=1.0)
+    heartbeat_interval_s: float = Field(0.0, ge=0.0)
+    # How often each API process sweeps; 0 turns its sweeper off.
+    sweep_interval_s: float = Field(10.0, ge=0.0)
+    # A queued job whose message was handed to the broker this long ago without a worker
+    # claiming it is sent again (a broker restarted without persistence loses messages).
+    # Duplicates are harmless, claims are guarded; this only bounds how many there are.
+    resend_queued_after_s: float = Field(600.0, ge=1.0)
     page_size_max: int = Field(100, ge=1)
     # Per owner (the owner of the API key): queued + running jobs at once, and upload size
     # (capped by max_upload_bytes; 0 = max_upload_bytes). owner_limits overrides them for
@@ -55,6 +66,10 @@ class Settings(BaseSettings):
             self.visibility_timeout_s = self.job_time_limit_s + 3600
         if self.visibility_timeout_s <= self.job_time_limit_s:
             raise ValueError("visibility_timeout_s must be greater than job_time_limit_s")
+        if not self.heartbeat_interval_s:
+            self.heartbeat_interval_s = self.lease_s / 4
+        if self.heartbeat_interval_s * 2 > self.lease_s:
+            raise ValueError("heartbeat_interval_s must be at most half of lease_s")
         return self
 
     def max_active_jobs_for(self, owner: str) -> int:

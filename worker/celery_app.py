@@ -18,7 +18,11 @@ def create_celery(settings: Settings) -> Celery:
     celery.conf.update(
         task_routes={TASK_NAME: {"queue": settings.queue}},
         task_default_queue=settings.queue,
-        # A job is acknowledged when it ends, so a worker that dies mid-job hands it back.
+        # A job's message is acknowledged when the job ends, and handed back when the task's
+        # process dies (OOM kill, SIGKILL). A redelivered message cannot start a job twice or
+        # loop forever: a worker claims only a queued job (worker/jobstate.py), so the copy
+        # of a running job is dropped; the sweeper (app/sweeper.py) re-queues a job whose
+        # worker's lease lapsed at most max_attempts times, then fails it.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # One job per process at a time; never reserve a second job while the GPU is busy.
@@ -46,7 +50,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     if is_embedded_broker(settings.broker_url):
         # These options go to SQLAlchemy's create_engine: wait for SQLite's write lock.
         return {"connect_args": {"timeout": 30}}
-    # Redis hands an unacknowledged message to another worker after this many seconds.
+    # Redis hands an unacknowledged message to another worker after this many seconds, and
+    # with acks_late a job's message stays unacknowledged while the job runs. So it is set
+    # above the longest job (job_time_limit_s + 1 h by default; Settings refuses less), or
+    # every long job would be delivered a second time. Even then nothing would run twice (a
+    # worker claims only queued jobs; the copy is dropped at once), and recovering from a dead
+    # worker does not wait for this timeout: the sweeper re-queues the job once its lease
+    # lapses (lease_s, about a minute).
     return {"visibility_timeout": settings.visibility_timeout_s}
 
 

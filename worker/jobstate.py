@@ -1,78 +1,139 @@
-"""The worker's state transitions of a job row. Each is a conditional UPDATE, so a cancel
-from the API and a transition here can't overwrite each other."""
+"""The worker's side of the job state machine. Every transition is one guarded UPDATE whose
+row count says whether it happened:
+
+    queued  -> running                      claim (attempts += 1: the new fencing token)
+    running -> running                      heartbeat / progress (only by the fence holder)
+    running -> succeeded | failed | canceled  finish (only by the fence holder)
+
+The sweeper (app/sweeper.py) owns the others: running -> queued | failed | canceled once a
+lease has lapsed, and the API owns queued -> canceled. `attempts` is the fencing token: a
+worker whose job was taken back and started again (attempts moved on) matches no row, so it
+can neither overwrite the new attempt's progress nor finish the job.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import ClassReport, Job, JobStatus, utcnow
+from app.sweeper import gave_up_message
 
 log = logging.getLogger(__name__)
-STARTABLE = (JobStatus.queued.value, JobStatus.running.value)  # running: a re-delivery
 
 
-def claim(sessions: sessionmaker[Session], job_id: uuid.UUID, max_attempts: int) -> dict | None:
-    """Mark the job running and return its config; None if it must not run."""
+class LeaseLost(Exception):
+    """This worker no longer holds the job (the sweeper took it back, or another attempt
+    started); it must stop at once and write nothing more for it."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    attempt: int  # the fencing token
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a heartbeat learned: whether the lease was renewed, and whether to stop."""
+
+    held: bool
+    cancel_requested: bool = False
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    worker_id: str,
+    lease_s: float,
+    max_attempts: int,
+) -> Claim | None:
+    """Start the job if it is queued; None if it must not run here (finished, running under a
+    live lease, claimed by someone else a moment ago, or out of attempts)."""
     with sessions.begin() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status not in STARTABLE:
-            log.info("job %s: not startable (%s), skipped", job_id, job and job.status)
+        if job is None or job.status != JobStatus.queued.value:
+            # A re-delivered or duplicate message: the job is running elsewhere or done.
+            log.info("job %s: %s, message ignored", job_id, job.status if job else "no such job")
             return None
-        if job.cancel_requested:
-            _set_finished(session, job_id, JobStatus.canceled, None)
+        seen = job.attempts
+        if seen >= max_attempts:  # defensive: the sweeper fails such jobs before re-queueing
+            _give_up(session, job_id, seen)
             return None
-        if job.attempts >= max_attempts:
-            msg = (
-                f"the worker stopped {job.attempts} times while running this job "
-                "(out of memory, or the machine restarted?); giving up"
-            )
-            _set_finished(session, job_id, JobStatus.failed, msg)
-            return None
+        now = utcnow()
         started = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.attempts == job.attempts, Job.status.in_(STARTABLE))
+            .where(Job.id == job_id, Job.status == JobStatus.queued.value, Job.attempts == seen)
             .where(Job.cancel_requested.is_(False))
             .values(
                 status=JobStatus.running.value,
+                attempts=seen + 1,
+                worker_id=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                heartbeat_at=now,
+                started_at=now,
+                finished_at=None,
                 stage="validating",
                 progress=0.0,
-                started_at=utcnow(),
-                attempts=Job.attempts + 1,
                 error=None,
             )
         )
-        return dict(job.config) if started.rowcount == 1 else None
+        if started.rowcount != 1:
+            log.info("job %s: claimed or canceled by someone else first", job_id)
+            return None
+        return Claim(job_id, seen + 1, dict(job.config))
+
+
+def heartbeat(
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    lease_s: float | None,
+    stage: str | None = None,
+    progress: float | None = None,
+) -> Beat:
+    """If this attempt still holds the job: renew the lease (unless lease_s is None) and store
+    the progress (if a stage is given). Reports whether a cancel was requested."""
+    values: dict[str, Any] = {}
+    if lease_s is not None:
+        now = utcnow()
+        values |= {"heartbeat_at": now, "lease_expires_at": now + timedelta(seconds=lease_s)}
+    if stage is not None:
+        values |= {"stage": stage, "progress": round(progress or 0.0, 4)}
+    with sessions.begin() as session:
+        if session.execute(_fenced(claim).values(**values)).rowcount != 1:
+            return Beat(held=False)
+        cancel = session.scalar(select(Job.cancel_requested).where(Job.id == claim.job_id))
+    return Beat(held=True, cancel_requested=bool(cancel))
 
 
 def finish(
-    sessions: sessionmaker[Session], job_id: uuid.UUID, status: JobStatus, error: str | None
-) -> None:
+    sessions: sessionmaker[Session], claim: Claim, status: JobStatus, error: str | None
+) -> bool:
+    """End the attempt as failed or canceled; False if this attempt no longer holds the job."""
     with sessions.begin() as session:
-        _set_finished(session, job_id, status, error)
+        done = session.execute(_fenced(claim).values(**_final(status), error=error)).rowcount
+    return done == 1
 
 
-def succeed(sessions: sessionmaker[Session], job_id: uuid.UUID, report: dict[str, Any]) -> None:
+def succeed(sessions: sessionmaker[Session], claim: Claim, report: dict[str, Any]) -> bool:
+    """Store the report and mark the job succeeded, in one transaction; False (and nothing
+    written) if this attempt no longer holds the job."""
     report = _finite(report)
+    values = _final(JobStatus.succeeded) | {"progress": 1.0, "report": report, "error": None}
     with sessions.begin() as session:
-        session.execute(delete(ClassReport).where(ClassReport.job_id == job_id))
-        session.add_all(class_rows(job_id, report))
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.running.value)
-            .values(
-                status=JobStatus.succeeded.value,
-                progress=1.0,
-                report=report,
-                finished_at=utcnow(),
-                error=None,
-            )
-        )
+        if session.execute(_fenced(claim).values(**values)).rowcount != 1:
+            return False  # the UPDATE matched nothing, so nothing was written
+        session.execute(delete(ClassReport).where(ClassReport.job_id == claim.job_id))
+        session.add_all(class_rows(claim.job_id, report))
+    return True
 
 
 def class_rows(job_id: uuid.UUID, report: dict[str, Any]) -> list[ClassReport]:
@@ -98,13 +159,23 @@ def class_rows(job_id: uuid.UUID, report: dict[str, Any]) -> list[ClassReport]:
     return rows
 
 
-def _set_finished(
-    session: Session, job_id: uuid.UUID, status: JobStatus, error: str | None
-) -> None:
+def _fenced(claim: Claim):  # noqa: ANN202 (an UPDATE statement)
+    return update(Job).where(
+        Job.id == claim.job_id,
+        Job.status == JobStatus.running.value,
+        Job.attempts == claim.attempt,
+    )
+
+
+def _final(status: JobStatus) -> dict[str, Any]:
+    return {"status": status.value, "finished_at": utcnow(), "lease_expires_at": None}
+
+
+def _give_up(session: Session, job_id: uuid.UUID, attempts: int) -> None:
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(STARTABLE))
-        .values(status=status.value, error=error, finished_at=utcnow())
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value, Job.attempts == attempts)
+        .values(**_final(JobStatus.failed), error=gave_up_message(attempts))
     )
 
 

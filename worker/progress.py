@@ -1,15 +1,12 @@
-"""The pipeline's progress callback: write stage and progress to the job row (throttled) and
-stop the pipeline when the job was cancelled."""
+"""The pipeline's progress callback: store stage and progress (throttled) through the lease
+keeper, and stop the pipeline when the job was cancelled or this worker lost it."""
 
 from __future__ import annotations
 
 import time
-import uuid
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
-
-from app.models import Job, JobStatus
+from worker.jobstate import LeaseLost
+from worker.lease import LeaseKeeper
 
 
 class JobCanceled(Exception):
@@ -17,29 +14,25 @@ class JobCanceled(Exception):
 
 
 class ProgressWriter:
-    def __init__(self, sessions: sessionmaker[Session], job_id: uuid.UUID, interval_s: float):
-        self._sessions, self._job_id, self._interval = sessions, job_id, interval_s
+    def __init__(self, keeper: LeaseKeeper, interval_s: float) -> None:
+        self._keeper, self._interval = keeper, interval_s
         self._last_write = 0.0
         self._last_stage: str | None = None
 
     def __call__(self, stage: str, fraction: float) -> None:
+        self.check()
         now = time.monotonic()
         # The callback comes every ~50 iterations; a DB round trip each time would be waste.
         if stage == self._last_stage and now - self._last_write < self._interval:
             return
         self._last_write, self._last_stage = now, stage
-        if self._write(stage, min(max(fraction, 0.0), 1.0)):
-            raise JobCanceled
+        self._keeper.beat(stage, min(max(fraction, 0.0), 1.0))
+        self.check()
 
-    def _write(self, stage: str, fraction: float) -> bool:
-        """Store the progress; True if the job should stop."""
-        with self._sessions.begin() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == self._job_id, Job.status == JobStatus.running.value)
-                .values(stage=stage, progress=round(fraction, 4))
-            )
-            row = session.execute(
-                select(Job.status, Job.cancel_requested).where(Job.id == self._job_id)
-            ).first()
-        return row is None or row.cancel_requested or row.status != JobStatus.running.value
+    def check(self) -> None:
+        """Raise LeaseLost or JobCanceled if the pipeline must stop."""
+        reason = self._keeper.stop_reason()
+        if reason == "lease-lost":
+            raise LeaseLost
+        if reason == "cancel":
+            raise JobCanceled

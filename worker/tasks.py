@@ -1,10 +1,19 @@
 """The one task: run the pipeline for a job, moving its row queued -> running -> succeeded |
-failed | canceled. The ML lives in pipeline/; this module only keeps the database in step."""
+failed | canceled. The ML lives in pipeline/; this module only keeps the database in step.
+
+Each attempt writes its outputs into a folder of its own (attempt-N beside out/), renamed to
+out/ only when the whole pipeline has finished, and the job turns succeeded only after that:
+a half-finished or killed attempt never looks finished, and a late worker from an earlier
+attempt cannot write into the files of the current one.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
+import socket
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -15,13 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import make_engine, make_sessionmaker
 from app.models import JobStatus
 from app.settings import Settings, get_settings
-from app.storage import out_dir, upload_path
+from app.storage import job_dir, out_dir, upload_path
 from pipeline.errors import DatasetError
 from worker import jobstate
 from worker.celery_app import TASK_NAME, app
+from worker.jobstate import Claim, LeaseLost
+from worker.lease import LeaseKeeper
 from worker.progress import JobCanceled, ProgressWriter
 
 log = logging.getLogger(__name__)
+ATTEMPT_PREFIX = "attempt-"
 
 
 @lru_cache
@@ -36,54 +48,99 @@ def run_job(job_id: str) -> None:
     run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
 
 
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
-    job_config = jobstate.claim(sessions, job_id, settings.max_attempts)
-    if job_config is None:
+    claim = jobstate.claim(sessions, job_id, worker_id(), settings.lease_s, settings.max_attempts)
+    if claim is None:
         return
-    log.info("job %s: running", job_id)
-    out = out_dir(settings, job_id)
-    shutil.rmtree(out, ignore_errors=True)  # a re-delivered job starts clean
+    log.info("job %s: running (attempt %d)", job_id, claim.attempt)
+    work = attempt_dir(settings, claim)
+    _remove_other_attempts(settings, claim)
+    keeper = LeaseKeeper(sessions, claim, settings.lease_s, settings.heartbeat_interval_s)
     try:
-        report = _run_pipeline(settings, sessions, job_id, job_config)
+        with keeper:
+            progress = ProgressWriter(keeper, settings.progress_interval_s)
+            report = _run_pipeline(settings, claim, work, progress)
+            progress.check()  # still ours, and not cancelled, before anything is published
+            _publish(work, out_dir(settings, job_id))
+    except LeaseLost:
+        # The sweeper gave the job to another attempt: that one owns the row and out/ now.
+        log.warning("job %s: attempt %d lost its lease; stopped", job_id, claim.attempt)
+        shutil.rmtree(work, ignore_errors=True)
     except JobCanceled:
-        _fail(out, sessions, job_id, JobStatus.canceled, None)
+        _end(settings, sessions, claim, JobStatus.canceled, None)
     except SoftTimeLimitExceeded:
         msg = f"the job ran longer than the limit of {settings.job_time_limit_s} s and was stopped"
-        _fail(out, sessions, job_id, JobStatus.failed, msg)
+        _end(settings, sessions, claim, JobStatus.failed, msg)
     except DatasetError as exc:  # its message says what is wrong with the upload, and where
-        _fail(out, sessions, job_id, JobStatus.failed, str(exc))
+        _end(settings, sessions, claim, JobStatus.failed, str(exc))
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        msg = f"the job stopped with an error: {exc} ({type(exc).__name__})"
-        _fail(out, sessions, job_id, JobStatus.failed, msg)
+        _end(settings, sessions, claim, JobStatus.failed, _error_message(exc))
     else:
-        jobstate.succeed(sessions, job_id, report)
-        log.info("job %s: succeeded", job_id)
+        if jobstate.succeed(sessions, claim, report):
+            log.info("job %s: succeeded", job_id)
+        else:  # lost between the last check and now; the newer attempt replaces out/
+            log.warning("job %s: attempt %d finished after losing its lease", job_id, claim.attempt)
 
 
-def _run_pipeline(
-    settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID, config: dict
-) -> dict:
+def attempt_dir(settings: Settings, claim: Claim) -> Path:
+    return job_dir(settings, claim.job_id) / f"{ATTEMPT_PREFIX}{claim.attempt}"
+
+
+def _run_pipeline(settings: Settings, claim: Claim, work: Path, progress: ProgressWriter) -> dict:
     # Imported here, in the task's process: torch loads (and CUDA starts) after the fork.
     from pipeline.config import RunConfig
     from pipeline.run import run_pipeline
 
-    progress = ProgressWriter(sessions, job_id, settings.progress_interval_s)
     return run_pipeline(
-        upload_path(settings, job_id),
-        out_dir(settings, job_id),
-        RunConfig.from_dict(config),
+        upload_path(settings, claim.job_id),
+        work,
+        RunConfig.from_dict(claim.config),
         progress=progress,
     )
 
 
-def _fail(
-    out: Path,
+def _publish(work: Path, out: Path) -> None:
+    """Replace out/ with this attempt's complete outputs. out/ can only be left over from an
+    attempt that died between this rename and marking the job succeeded, so nothing serves
+    it: the API serves files of succeeded jobs only."""
+    shutil.rmtree(out, ignore_errors=True)
+    work.rename(out)
+
+
+def _remove_other_attempts(settings: Settings, claim: Claim) -> None:
+    """Folders of earlier attempts belong to workers that died or lost the job."""
+    folder = job_dir(settings, claim.job_id)
+    for stale in folder.glob(f"{ATTEMPT_PREFIX}*"):
+        if stale.name != f"{ATTEMPT_PREFIX}{claim.attempt}":
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _end(
+    settings: Settings,
     sessions: sessionmaker[Session],
-    job_id: uuid.UUID,
+    claim: Claim,
     status: JobStatus,
     error: str | None,
 ) -> None:
-    shutil.rmtree(out, ignore_errors=True)
-    jobstate.finish(sessions, job_id, status, error)
-    log.info("job %s: %s%s", job_id, status.value, f" ({error})" if error else "")
+    shutil.rmtree(attempt_dir(settings, claim), ignore_errors=True)
+    if not jobstate.finish(sessions, claim, status, error):
+        log.warning("job %s: attempt %d no longer holds the job", claim.job_id, claim.attempt)
+        return
+    # A failed or canceled job has no results; drop any left over from an earlier attempt.
+    shutil.rmtree(out_dir(settings, claim.job_id), ignore_errors=True)
+    log.info("job %s: %s%s", claim.job_id, status.value, f" ({error})" if error else "")
+
+
+def _error_message(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"the server ran out of disk space while running this job ({exc.strerror}); "
+            "its partial outputs were removed. Try again later, or ask the operator to free "
+            "space in the data directory"
+        )
+    return f"the job stopped with an error: {exc} ({type(exc).__name__})"

@@ -1,0 +1,243 @@
+"""The sweeper: takes back jobs whose worker died and re-sends messages a broker lost.
+
+- A running job whose lease lapsed (its worker stopped renewing it: killed, out of memory,
+  machine gone) goes back to queued and its message is sent again, up to `max_attempts`
+  starts; then it is failed with a clear error. A cancel requested meanwhile is honoured.
+- A queued job whose message was handed to the broker more than `resend_queued_after_s` ago
+  and that no worker has claimed is sent again: a Redis restarted without persistence, or
+  the embedded broker's messages taken by a worker that then died, are lost otherwise.
+
+Where it runs: a daemon thread in every API process, started by the app's lifespan. The API
+is the one part that is up whenever anyone cares about a job, and it needs no extra process
+(Celery beat would be one more thing to deploy and keep alive). It cannot run in the worker:
+the point is recovering from dead workers, and with every worker dead nothing would sweep.
+Several API replicas may sweep at once safely: each change is a guarded UPDATE (status,
+attempts and lease or send time as last read), so only one replica wins each transition and
+only the winner sends. A duplicate message would be harmless anyway: a worker claims only a
+queued job, so a message for a running or finished job does nothing.
+
+Lease times are compared with this host's clock against the worker host's: keep hosts'
+clocks in sync (NTP); a skew must stay far below `lease_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import Job, JobStatus, utcnow
+from app.settings import Settings
+from app.storage import job_dir, out_dir
+
+if TYPE_CHECKING:  # the worker imports this module (gave_up_message); it needs no FastAPI
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+BATCH = 100  # jobs per sweep and kind; the next sweep takes the rest
+Send = Callable[[uuid.UUID], None]
+
+
+@dataclass
+class SweepReport:
+    requeued: int = 0
+    failed: int = 0
+    canceled: int = 0
+    resent: int = 0
+
+
+def sweep(
+    sessions: sessionmaker[Session], settings: Settings, send: Send, now: datetime | None = None
+) -> SweepReport:
+    now = now or utcnow()
+    report = SweepReport()
+    for job_id, attempts, cancel in _lapsed(sessions, now):
+        outcome = _take_back(sessions, settings, send, job_id, attempts, cancel, now)
+        if outcome:
+            setattr(report, outcome, getattr(report, outcome) + 1)
+    cutoff = now - timedelta(seconds=settings.resend_queued_after_s)
+    for job_id, enqueued_at in _unclaimed(sessions, cutoff):
+        report.resent += _resend(sessions, send, job_id, enqueued_at, now)
+    return report
+
+
+def _lapsed(sessions: sessionmaker[Session], now: datetime) -> list[tuple[uuid.UUID, int, bool]]:
+    query = (
+        select(Job.id, Job.attempts, Job.cancel_requested)
+        .where(Job.status == JobStatus.running.value, _lease_lapsed(now))
+        .limit(BATCH)
+    )
+    with sessions() as session:
+        return [(r.id, r.attempts, r.cancel_requested) for r in session.execute(query)]
+
+
+def _lease_lapsed(now: datetime):  # noqa: ANN202 (a SQL condition)
+    # No lease at all: started by a worker from before leases existed, gone after an upgrade.
+    return or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))
+
+
+def _take_back(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    send: Send,
+    job_id: uuid.UUID,
+    attempts: int,
+    cancel: bool,
+    now: datetime,
+) -> str | None:
+    """running -> canceled | failed | queued, if nobody renewed or ended the job since we
+    looked; returns which, or None."""
+    if cancel:
+        outcome, values = "canceled", _ended(JobStatus.canceled, None, now)
+    elif attempts >= settings.max_attempts:
+        outcome, values = "failed", _ended(JobStatus.failed, gave_up_message(attempts), now)
+    else:
+        outcome = "requeued"
+        values = {
+            "status": JobStatus.queued.value,
+            "stage": None,
+            "progress": 0.0,
+            "worker_id": None,
+            "lease_expires_at": None,
+            "enqueued_at": now,
+        }
+    guarded = update(Job).where(
+        Job.id == job_id,
+        Job.status == JobStatus.running.value,
+        Job.attempts == attempts,  # the attempt we judged dead, not a newer one
+        _lease_lapsed(now),  # and it did not renew its lease meanwhile
+    )
+    with sessions.begin() as session:
+        if session.execute(guarded.values(**values)).rowcount != 1:
+            return None
+    log.warning("job %s: lease of attempt %d lapsed; %s", job_id, attempts, outcome)
+    if outcome == "requeued":
+        _send_or_mark(sessions, send, job_id, None)
+    else:
+        _remove_outputs(settings, job_id)
+    return outcome
+
+
+def _unclaimed(
+    sessions: sessionmaker[Session], cutoff: datetime
+) -> list[tuple[uuid.UUID, datetime | None]]:
+    query = (
+        select(Job.id, Job.enqueued_at)
+        .where(Job.status == JobStatus.queued.value, Job.cancel_requested.is_(False))
+        .where(or_(Job.enqueued_at < cutoff, Job.enqueued_at.is_(None)))
+        .order_by(Job.created_at)
+        .limit(BATCH)
+    )
+    with sessions() as session:
+        return [(r.id, r.enqueued_at) for r in session.execute(query)]
+
+
+def _resend(
+    sessions: sessionmaker[Session],
+    send: Send,
+    job_id: uuid.UUID,
+    enqueued_at: datetime | None,
+    now: datetime,
+) -> int:
+    """Send the job's message again; the guarded UPDATE makes one sweeper of many do it."""
+    guarded = update(Job).where(
+        Job.id == job_id,
+        Job.status == JobStatus.queued.value,
+        Job.enqueued_at.is_not_distinct_from(enqueued_at),
+    )
+    with sessions.begin() as session:
+        if session.execute(guarded.values(enqueued_at=now)).rowcount != 1:
+            return 0
+    log.warning("job %s: queued since %s and not claimed; message sent again", job_id, enqueued_at)
+    return int(_send_or_mark(sessions, send, job_id, enqueued_at))
+
+
+def _send_or_mark(
+    sessions: sessionmaker[Session], send: Send, job_id: uuid.UUID, previous: datetime | None
+) -> bool:
+    """Send; if the broker is down, put the send time back so that the next sweep retries."""
+    try:
+        send(job_id)
+        return True
+    except Exception as exc:  # any broker failure: the job stays queued, retried next sweep
+        log.warning("job %s: could not send its message (%s); retrying next sweep", job_id, exc)
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(enqueued_at=previous)
+            )
+        return False
+
+
+def _ended(status: JobStatus, error: str | None, now: datetime) -> dict[str, object]:
+    return {"status": status.value, "error": error, "finished_at": now, "lease_expires_at": None}
+
+
+def _remove_outputs(settings: Settings, job_id: uuid.UUID) -> None:
+    """A failed or canceled job has no results: drop folders its attempts left."""
+    shutil.rmtree(out_dir(settings, job_id), ignore_errors=True)
+    for attempt in job_dir(settings, job_id).glob("attempt-*"):
+        shutil.rmtree(attempt, ignore_errors=True)
+
+
+def gave_up_message(attempts: int) -> str:
+    return (
+        f"the worker running this job stopped responding {attempts} "
+        f"time{'s' if attempts != 1 else ''} (killed, out of memory, or its machine "
+        "restarted?); giving up"
+    )
+
+
+class Sweeper:
+    """Runs `sweep` every `settings.sweep_interval_s` in a daemon thread."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, send: Send) -> None:
+        self._sessions, self._settings, self._send = sessions, settings, send
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
+
+    def start(self) -> None:
+        if self._settings.sweep_interval_s > 0:
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._settings.sweep_interval_s):
+            try:
+                report = sweep(self._sessions, self._settings, self._send)
+            except SQLAlchemyError as exc:  # the database is down: try again next time
+                log.warning("sweep failed: %s", exc)
+            except Exception:
+                log.exception("sweep failed")
+            else:
+                if report != SweepReport():
+                    log.info("sweep: %s", report)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: one sweeper per API process, stopped at shutdown."""
+    from worker.celery_app import enqueue_job
+
+    state = app.state
+    sweeper = Sweeper(state.sessionmaker, state.settings, lambda j: enqueue_job(state.celery, j))
+    sweeper.start()
+    try:
+        yield
+    finally:
+        sweeper.stop()
