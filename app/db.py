@@ -14,7 +14,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # pre_ping: a worker may sit idle for hours between jobs; drop dead connections quietly.
+    # pre_ping: a worker may sit idle for hours between jobs, and the database may have been
+    # restarted meanwhile; dead connections are replaced quietly, so the API and the worker
+    # recover without a restart of their own. A connect timeout: a database host that drops
+    # packets makes requests answer 503 within seconds (app/problems.py), not hang for minutes.
+    if url.startswith("postgresql"):
+        kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -12,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -94,7 +97,40 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
     )  # fmt: skip
 
 
+# A database that is down, restarting or overloaded is a 503: the client may retry, and the
+# API recovers by itself (pool_pre_ping replaces dead connections; see app/db.py).
+DB_RETRY_AFTER_S = 5
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    """503 for a database that is down and a data directory that is full."""
+    if _disk_full(exc):
+        slug, title = "storage-full", "Storage full"
+        detail = "the server's data directory is full; try again later"
+    else:
+        slug, title = "database-unavailable", "Database unavailable"
+        detail = "the database is unreachable or overloaded; try again shortly"
+    log.warning("%s on %s %s: %s", slug, request.method, request.url.path, exc)
+    return problem_response(
+        request, 503, title, detail, TYPE_PREFIX + slug,
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )  # fmt: skip
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Also reached by errors raised in middleware, outside the per-class handlers.
+    if _database_unavailable(exc) or _disk_full(exc):
+        return _unavailable(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(
         request, 500, "Internal Server Error", "an unexpected error occurred; see the server log"
@@ -105,6 +141,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    # Handlers by class answer inside the app; the one for Exception answers from Starlette's
+    # outermost middleware, which then re-raises and logs a traceback for a mere 503.
+    app.add_exception_handler(SQLAlchemyError, _on_unexpected)
+    app.add_exception_handler(OSError, _on_unexpected)
     app.add_exception_handler(Exception, _on_unexpected)
     _document_problems(app)
 
