@@ -8,15 +8,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, utcnow
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+# An ETA from too little progress or too little time is noise, not an estimate.
+ETA_MIN_PROGRESS = 0.05
+ETA_MIN_ELAPSED_S = 2.0
 
 _JOB_EXAMPLE = {
     "id": "0b7e0d52-5c4f-4c59-9d0e-3f1c1f0f2a11",
     "status": "running",
     "stage": "training_gan",
     "progress": 0.31,
+    "eta_seconds": 84,
     "config": {"preset": "quick", "gan_iterations": 400, "epochs": 8, "seeds": 1},
     "created_at": "2025-01-01T12:00:00Z",
     "started_at": "2025-01-01T12:00:01Z",
@@ -35,6 +40,12 @@ class JobOut(BaseModel):
     status: Status
     stage: str | None = Field(description="validating, training_gan, training_classifier, ...")
     progress: float = Field(ge=0, le=1)
+    eta_seconds: int | None = Field(
+        None,
+        description="Estimated seconds until the job ends, from its progress so far; null "
+        "until it can be estimated (at least 5 % done and a few seconds in) and once it ended.",
+        examples=[84],
+    )
     config: dict[str, Any] = Field(description="The run's options, preset values filled in.")
     created_at: datetime
     started_at: datetime | None
@@ -54,9 +65,24 @@ class JobOut(BaseModel):
                 "classes": f"{base}/classes",
                 "balanced_dataset": f"{base}/balanced-dataset",
                 "samples": f"{base}/samples.png",
+                "report_html": f"{base}/report.html",
             }
-        fields = {k: getattr(job, k) for k in cls.model_fields if k != "links"}
-        return cls(**fields, links=links)
+        fields = {k: getattr(job, k) for k in cls.model_fields if k not in _COMPUTED}
+        return cls(**fields, eta_seconds=eta_seconds(job), links=links)
+
+
+_COMPUTED = {"links", "eta_seconds"}
+
+
+def eta_seconds(job: Job, now: datetime | None = None) -> int | None:
+    """Seconds left if the rest goes as fast as what is done: elapsed * (1 - p) / p."""
+    if job.status != JobStatus.running.value or job.started_at is None:
+        return None
+    elapsed = ((now or utcnow()) - job.started_at).total_seconds()
+    progress = job.progress or 0.0
+    if progress < ETA_MIN_PROGRESS or elapsed < ETA_MIN_ELAPSED_S:
+        return None
+    return max(0, round(elapsed * (1.0 - min(progress, 1.0)) / progress))
 
 
 class JobPage(BaseModel):

@@ -154,6 +154,28 @@ def get_samples(
     return FileResponse(path, media_type="image/png")
 
 
+# The report is self-contained (inline styles, data: images) and has no scripts: allow no more.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+REPORT_HTML_EXAMPLE = '<!doctype html><html><head><title>Balancing report</title></head>...'
+
+
+@router.get(
+    "/{job_id}/report.html",
+    summary="The report as one self-contained HTML page (tables, charts, sample grids)",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"text/html": {"example": REPORT_HTML_EXAMPLE}}},
+        **problem_responses(404, 409),
+    },
+)
+def get_report_html(
+    job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> Response:
+    _, path = _artifact(session, settings, job_id, owner, "report.html")
+    headers = {"Content-Security-Policy": REPORT_CSP}
+    return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
+
+
 @router.delete(
     "/{job_id}",
     summary="Cancel a queued or running job, or delete a finished one and its files",
