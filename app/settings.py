@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,15 @@ class Settings(BaseSettings):
     queue: str = "gpu"
     max_upload_bytes: int = Field(2 * 1024**3, ge=1)
     upload_chunk_bytes: int = Field(1024**2, ge=1024)
+    # What an uploaded zip and its images may declare (pipeline.archive.ArchiveLimits, whose
+    # defaults these are): checked at upload from the zip's directory, before anything is read.
+    zip_max_entries: int = Field(200_000, ge=1)
+    zip_max_total_bytes: int = Field(8 * 1024**3, ge=1, description="Declared, uncompressed.")
+    zip_max_entry_bytes: int = Field(256 * 1024**2, ge=1, description="Declared, per entry.")
+    zip_max_ratio: float = Field(100.0, gt=1.0, description="Uncompressed / compressed.")
+    zip_ratio_min_bytes: int = Field(1024**2, ge=0, description="Smaller entries: no ratio check.")
+    zip_max_name_length: int = Field(1024, ge=1)
+    image_max_pixels: int = Field(4096 * 4096, ge=1, description="Width x height per image.")
     # A job running longer than this is stopped and marked failed.
     job_time_limit_s: int = Field(6 * 3600, ge=10)
     # Redis re-delivers unacknowledged messages after this; it must exceed the longest job or
@@ -92,6 +102,23 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """SQLite files and job folders need their parent folder to exist."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+
+    def archive_limits(self) -> ArchiveLimits:
+        from pipeline.archive import ArchiveLimits  # here: the settings stay free of Pillow
+
+        return ArchiveLimits(
+            max_entries=self.zip_max_entries,
+            max_total_bytes=self.zip_max_total_bytes,
+            max_entry_bytes=self.zip_max_entry_bytes,
+            max_ratio=self.zip_max_ratio,
+            ratio_min_bytes=self.zip_ratio_min_bytes,
+            max_name_length=self.zip_max_name_length,
+            max_image_pixels=self.image_max_pixels,
+        )
+
+
+if TYPE_CHECKING:  # imported at run time inside archive_limits() only
+    from pipeline.archive import ArchiveLimits
 
 
 @lru_cache

@@ -10,6 +10,7 @@ Accepted layouts (one wrapping top-level folder is allowed around either):
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.archive import file_entries, is_image_name, open_zip
+from pipeline.archive import ArchiveLimits, file_entries, is_image_name, open_zip, scan_entries
 from pipeline.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,10 +50,35 @@ def natural_key(name: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def inspect_zip(path: Path, test_fraction: float = 0.2, seed: int = 0) -> DatasetLayout:
+def inspect_zip(
+    path: Path, test_fraction: float = 0.2, seed: int = 0, limits: ArchiveLimits | None = None
+) -> DatasetLayout:
     """Cheap structural checks (no image decoding); raises DatasetError naming the problem."""
-    with open_zip(path) as zf:
+    with open_zip(path, limits) as zf:
         return _layout(file_entries(zf), test_fraction, seed)
+
+
+def check_upload(
+    path: Path, test_fraction: float = 0.2, seed: int = 0, limits: ArchiveLimits | None = None
+) -> DatasetLayout:
+    """The upload-time check: the zip's structure (before anything is decompressed), its class
+    layout, then one capped read of every entry (sizes, CRCs, no nested archives). Images are
+    decoded later, by the job. Whatever zipfile raises on hostile bytes is a DatasetError too
+    (rule "unreadable_archive"), logged with its traceback."""
+    try:
+        with open_zip(path, limits) as zf:
+            entries = file_entries(zf)
+            layout = _layout(entries, test_fraction, seed)
+            scan_entries(zf, entries)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error checking the upload %s", path)
+        raise DatasetError(
+            f"the zip archive cannot be read ({type(exc).__name__}: {exc})",
+            rule="unreadable_archive",
+        ) from exc
+    return layout
 
 
 def _layout(entries: list[zipfile.ZipInfo], test_fraction: float, seed: int) -> DatasetLayout:
