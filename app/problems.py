@@ -45,6 +45,15 @@ class Problem(BaseModel):
     status: int = Field(description="The HTTP status code.")
     detail: str | None = Field(None, description="What went wrong this time, for a person.")
     instance: str | None = Field(None, description="The request path that failed.")
+    # Extension members of a refused dataset (RFC 9457 allows extension members).
+    rule: str | None = Field(
+        None, description="A refused dataset: the check that failed, e.g. `path_traversal`."
+    )
+    entry: str | None = Field(
+        None,
+        description="A refused dataset: the zip entry (or class folder) at fault, with "
+        "control characters escaped as in Python's repr().",
+    )
 
 
 class ProblemError(Exception):

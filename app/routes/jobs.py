@@ -66,7 +66,7 @@ def create_job(
         size = save_upload(settings, job_id, dataset.file)
         if size > (owner_limit := settings.max_upload_bytes_for(owner)):
             raise upload_too_large(owner_limit, size)
-        _inspect_dataset(upload_path(settings, job_id), run_config)
+        _inspect_dataset(upload_path(settings, job_id), run_config, settings)
     except UploadTooLarge:
         delete_job_files(settings, job_id)
         raise _too_large(settings) from None
@@ -221,14 +221,16 @@ def _parse_config(raw: str | None) -> RunConfig:
         raise _bad_config(f"config has a value of the wrong type ({exc})") from None
 
 
-def _inspect_dataset(path: Path, config: RunConfig) -> None:
-    """Cheap structural checks, so most bad uploads get their answer now, not from the job."""
-    # Imported here: it pulls in torch, which the API needs only once an upload arrives.
+def _inspect_dataset(path: Path, config: RunConfig, settings: Settings) -> None:
+    """The upload-time checks (zip structure, layout, one capped read of every entry), so most
+    bad uploads get their answer now, not from the job; images are decoded by the job. Any
+    refusal, including zipfile's surprises on hostile bytes, is a 422 naming rule and entry."""
     from pipeline.errors import DatasetError
-    from pipeline.layout import inspect_zip
+    from pipeline.layout import check_upload
 
+    limits = settings.archive_limits()
     try:
-        inspect_zip(path, test_fraction=config.test_fraction, seed=config.seed)
+        check_upload(path, test_fraction=config.test_fraction, seed=config.seed, limits=limits)
     except DatasetError as exc:
         raise ProblemError(
             422, "invalid-dataset", "The dataset is not usable", str(exc),
