@@ -8,7 +8,7 @@ from app.auth import UploadGate
 from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
-from app.routes import health, jobs
+from app.routes import events, health, jobs
 from app.settings import Settings, get_settings
 from app.sweeper import lifespan as sweeper_lifespan
 from worker.celery_app import create_celery
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost: an upload without a valid key, or over its owner's limits, is refused unread.
     app.add_middleware(UploadGate, path="/v1/jobs")
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     install_problem_handlers(app)
     return app
