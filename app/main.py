@@ -9,6 +9,7 @@ from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
 from app.routes import events, health, jobs
+from app.routes.web import mount_web
 from app.settings import Settings, get_settings
 from app.sweeper import lifespan as sweeper_lifespan
 from worker.celery_app import create_celery
@@ -49,5 +50,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    mount_web(app)
     install_problem_handlers(app)
     return app
