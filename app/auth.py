@@ -20,6 +20,7 @@ from http import HTTPStatus
 
 from fastapi.security import APIKeyHeader, HTTPBearer
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -39,6 +40,8 @@ MAX_KEY_LEN = 256
 # become a database write every second.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 API_KEY_HEADER = "X-API-Key"
+# The multipart envelope around the file (boundaries, the config field), as in app.main.
+ENVELOPE_SLACK = 1024**2
 KEY_HINT = f"send `Authorization: Bearer <key>` or `{API_KEY_HEADER}: <key>`"
 
 bearer_scheme = HTTPBearer(
@@ -152,8 +155,10 @@ def upload_too_large(limit: int, size: int | None = None) -> ProblemError:
 class UploadGate:
     """Check the key, the owner's active-job limit and the declared size of an upload before
     its body is read: FastAPI reads a form body before it resolves dependencies, so without
-    this an anonymous client could make the server spool a whole upload to disk. The route's
-    own dependencies check all of it again; this only answers earlier."""
+    this an anonymous client could make the server spool a whole upload to disk. The route
+    checks all of it again (and the size of uploads sent without a Content-Length); this only
+    answers earlier. If the database fails here, the request goes on to the route, whose
+    error handling answers it."""
 
     def __init__(self, app: ASGIApp, path: str) -> None:
         self.app, self.path = app, path
@@ -161,7 +166,10 @@ class UploadGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
             request = Request(scope)
-            refusal = await run_in_threadpool(self._refusal, request)
+            try:
+                refusal = await run_in_threadpool(self._refusal, request)
+            except SQLAlchemyError:
+                refusal = None  # the route meets the same error and answers it as usual
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -178,7 +186,7 @@ class UploadGate:
                 check_active_jobs(session, state.settings, owner)
             length = request.headers.get("content-length", "")
             limit = state.settings.max_upload_bytes_for(owner)
-            if length.isdigit() and int(length) > limit:
+            if length.isdigit() and int(length) > limit + ENVELOPE_SLACK:
                 raise upload_too_large(limit, int(length))
         except (HTTPException, ProblemError) as exc:
             return _problem(request, exc)

@@ -6,10 +6,14 @@ subprocesses, on two backends:
   127.0.0.1:5432 and dropped at the end, and Redis with a queue name of its own.
 
 PostgreSQL or Redis being down fails these tests with a message; it never skips them.
+
+Each service gets an API key made with the real `balancer keys create`; `service.client` sends
+it, `service.client_for(key)` makes a client for another key (None: no key at all).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -32,6 +36,11 @@ PG_ADMIN_DSN = os.environ.get("BALANCER_TEST_PG_DSN", "postgresql://postgres@127
 REDIS_URL = os.environ.get("BALANCER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 UPLOAD_LIMIT = 5 * 1024**2
 START_TIMEOUT_S = 60
+# Per-owner limits of the services under test; the owner SMALL_OWNER may upload less.
+ACTIVE_JOBS_LIMIT = 3
+RETRY_AFTER_S = 45
+SMALL_OWNER, SMALL_OWNER_UPLOAD_LIMIT = "small-uploads", 100_000
+TEST_OWNER = "tests"
 
 
 @dataclass
@@ -41,9 +50,35 @@ class Service:
     data_dir: Path
     logs: list[Path]
     procs: list[subprocess.Popen]
+    env: dict[str, str]
+    base_url: str
+    key: str
 
     def log_tail(self, chars: int = 4000) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in self.logs)
+
+    def client_for(self, key: str | None, header: str = "bearer") -> httpx.Client:
+        """A client sending `key` as `Authorization: Bearer` or (header="x-api-key") as
+        X-API-Key; no key at all for None. Close it after use."""
+        headers = {} if key is None else auth_header(key, header)
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
+
+    def balancer(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the real `balancer` CLI against this service's database."""
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def create_key(self, name: str, owner: str | None = None) -> str:
+        """A new key from `balancer keys create`: the last line of its output."""
+        done = self.balancer("keys", "create", "--name", name, *(["--owner", owner] * bool(owner)))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+
+def auth_header(key: str, header: str = "bearer") -> dict[str, str]:
+    return {"X-API-Key": key} if header == "x-api-key" else {"Authorization": f"Bearer {key}"}
 
 
 def _pg_admin():  # psycopg and redis are imported only where they are used
@@ -115,6 +150,11 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
         "BALANCER_QUEUE": "gpu",
         "BALANCER_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
         "BALANCER_PROGRESS_INTERVAL_S": "0.2",
+        "BALANCER_OWNER_MAX_ACTIVE_JOBS": str(ACTIVE_JOBS_LIMIT),
+        "BALANCER_OWNER_RETRY_AFTER_S": str(RETRY_AFTER_S),
+        "BALANCER_OWNER_LIMITS": json.dumps(
+            {SMALL_OWNER: {"max_upload_bytes": SMALL_OWNER_UPLOAD_LIMIT}}
+        ),
     }
     if request.param == "postgres_redis":
         env["BALANCER_DATABASE_URL"] = request.getfixturevalue("pg_database")("service")
@@ -131,6 +171,9 @@ def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterat
     proc_env = base | env | {"PYTHONPATH": python_path()}
     _run([sys.executable, "-c", "from cli.service_commands import db_upgrade_command as up; "
           "import argparse; up(argparse.Namespace(revision='head'))"], proc_env)  # fmt: skip
+    created = _run([sys.executable, "-m", "cli.main", "keys", "create", "--name", "service tests",
+                    "--owner", TEST_OWNER], proc_env)  # fmt: skip
+    key = created.strip().splitlines()[-1]
     worker_log, api_log = data_dir / "worker.log", data_dir / "api.log"
     port = _free_port()
     worker_cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
@@ -138,8 +181,9 @@ def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterat
     api_cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
     api_cmd += ["--host", "127.0.0.1", "--port", str(port)]
     procs = [_spawn(worker_cmd, proc_env, worker_log), _spawn(api_cmd, proc_env, api_log)]
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    svc = Service(backend, client, data_dir, [worker_log, api_log], procs)
+    base_url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=base_url, timeout=30, headers=auth_header(key))
+    svc = Service(backend, client, data_dir, [worker_log, api_log], procs, proc_env, base_url, key)
     try:
         _wait(lambda: "ready." in worker_log.read_text(), "the worker to start", svc)
         _wait(lambda: _ready(client), "the API to answer /readyz", svc)
@@ -155,9 +199,10 @@ def python_path() -> str:
     return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> None:
+def _run(cmd: list[str], env: dict[str, str]) -> str:
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

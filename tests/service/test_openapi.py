@@ -62,7 +62,7 @@ def test_error_responses_are_documented_as_problem_json(doc: dict) -> None:
             if code[0] in "45":
                 codes.add(code)
                 assert list(resp["content"]) == ["application/problem+json"]
-    assert {"404", "409", "413", "422", "503"} <= codes
+    assert {"401", "404", "409", "413", "422", "429", "503"} <= codes
 
 
 def test_docs_and_schema_are_served(service: Service) -> None:
