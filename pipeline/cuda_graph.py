@@ -98,6 +98,27 @@ def run_steps(
             report(i + 1)
 
 
+def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callable[[], None]:
+    """One step that runs independent steps side by side, each on its own CUDA stream.
+
+    Each step alone is a chain of small kernels that leaves most of the GPU idle; on separate
+    streams the kernels of different steps overlap. Inside a graph capture the streams fork
+    from the capturing stream and join it again, so the graph holds all of them.
+    """
+    streams = [torch.cuda.Stream(device) for _ in steps]
+
+    def step() -> None:
+        main = torch.cuda.current_stream(device)
+        for stream, member_step in zip(streams, steps, strict=True):
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                member_step()
+        for stream in streams:
+            main.wait_stream(stream)
+
+    return step
+
+
 def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
     """Run WARMUP_STEPS real iterations of `step` on a side stream, then capture one call."""
     current = torch.cuda.current_stream(device)

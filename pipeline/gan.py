@@ -14,8 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
-from pipeline.stacked import StackedLinear, flatten_members, from_channels, to_channels
+from pipeline.cuda_graph import concurrent, make_adam, resolve_engine, run_steps
+from pipeline.stacked import (
+    StackedLinear,
+    copy_member_,
+    flatten_members,
+    from_channels,
+    to_channels,
+)
+
+# How K class GANs train at once on a GPU (see train_class_gans' `layout`).
+MEMBER_LAYOUT = "stacked"
 
 
 def upsampling_plan(size: int) -> tuple[int, int]:
@@ -38,7 +47,7 @@ class Generator(nn.Module):
         self, members: int, latent: int, channels: int, size: int, width: int = 64
     ) -> None:
         super().__init__()
-        self.members, self.base = members, upsampling_plan(size)[0]
+        self.members, self.base, self.width = members, upsampling_plan(size)[0], width
         widths = _widths(upsampling_plan(size)[1], width)
         k = members
         self.project = StackedLinear(k, latent, widths[0] * self.base**2)
@@ -72,7 +81,7 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(k * w_in, k * w_out, 4, 2, 1, groups=k), nn.LeakyReLU(0.2, True)]
             w_in = w_out
         self.body = nn.Sequential(*layers)
-        self.members = members
+        self.members, self.width = members, width
         self.head = StackedLinear(k, widths[-1] * (size // 2**steps) ** 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,6 +159,7 @@ class GanState:
     it: torch.Tensor  # int64 [1]: iterations done, kept on the device (no host sync)
     batch: int
     latent: int
+    lr: float
 
     def __post_init__(self) -> None:
         k = self.real.shape[0]
@@ -234,6 +244,7 @@ def make_gan_state(
         it=torch.zeros(1, dtype=torch.long, device=dev),
         batch=batch,
         latent=latent,
+        lr=lr,
     )
 
 
@@ -250,6 +261,7 @@ def train_class_gans(
     on_step=None,
     step_every: int = 50,
     engine: str = "auto",
+    layout: str = "auto",
 ) -> GanResult:
     """Train K class-conditional-by-construction GANs at once, one per stacked member.
 
@@ -258,17 +270,26 @@ def train_class_gans(
     augment: bool [K], DiffAugment on for member k
     on_step(i): called every step_every iterations (progress, cancellation).
     engine:  "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
+    layout:  "stacked" (one network with K members: grouped convs) or "streams" (K
+             single-member networks stepped concurrently on K CUDA streams; CUDA and K > 1
+             only); "auto" = MEMBER_LAYOUT.
     """
     dev = real.device
     engine = resolve_engine(engine, dev)
+    layout = MEMBER_LAYOUT if layout == "auto" else layout
+    k = real.shape[0]
     st = make_gan_state(real, counts, augment, iterations, batch, latent, lr, width, seed, engine)
     start = time.perf_counter()
-    run_steps(lambda: gan_step(st), iterations, engine, dev, on_step, step_every)
+    if layout == "streams" and k > 1 and dev.type == "cuda":
+        history = _train_on_streams(st, iterations, engine, on_step, step_every)
+    else:
+        run_steps(lambda: gan_step(st), iterations, engine, dev, on_step, step_every)
+        history = st.history
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start
     loss_every = max(1, iterations // 200)
-    hist = st.history[::loss_every].cpu()  # [ceil(iterations / loss_every), 2, K]
+    hist = history[::loss_every].cpu()  # [ceil(iterations / loss_every), 2, K]
     return GanResult(
         generator=st.g,
         iterations=iterations,
@@ -278,6 +299,55 @@ def train_class_gans(
         loss_every=loss_every,
         engine=engine,
     )
+
+
+def _train_on_streams(
+    st: GanState, iterations: int, engine: str, on_step, step_every: int
+) -> torch.Tensor:
+    """The "streams" layout: K single-member GANs, one CUDA stream each, stepped together.
+
+    Starts from the stacked state's initial weights and copies the trained weights back into
+    st.g / st.d, so callers see the same stacked generator. Same maths as the stacked layout
+    (members are independent either way); only the random draws differ.
+    Returns the loss history, [iterations, 2, K].
+    """
+    dev = st.real.device
+    members = split_members(st, iterations, engine)
+    step = concurrent([lambda ms=ms: gan_step(ms) for ms in members], dev)
+    run_steps(step, iterations, engine, dev, on_step, step_every)
+    for m, ms in enumerate(members):
+        copy_member_(st.g, m, ms.g, 0)
+        copy_member_(st.d, m, ms.d, 0)
+    return torch.cat([ms.history for ms in members], dim=2)
+
+
+def split_members(st: GanState, iterations: int, engine: str) -> list[GanState]:
+    """K single-member training states holding member k's weights and data of `st`."""
+    c, s = st.real.shape[2], st.real.shape[3]
+    dev = st.real.device
+    members = []
+    for m in range(st.real.shape[0]):
+        g = Generator(1, st.latent, c, s, width=st.g.width).to(dev)
+        d = Discriminator(1, c, s, width=st.d.width).to(dev)
+        copy_member_(g, 0, st.g, m)
+        copy_member_(d, 0, st.d, m)
+        members.append(
+            GanState(
+                g=g,
+                d=d,
+                opt_g=make_adam(g.parameters(), st.lr, (0.5, 0.999), engine),
+                opt_d=make_adam(d.parameters(), st.lr, (0.5, 0.999), engine),
+                real=st.real[m : m + 1],
+                counts=st.counts[m : m + 1],
+                aug_mask=st.aug_mask[m : m + 1],
+                history=torch.zeros(iterations, 2, 1, device=dev),
+                it=torch.zeros(1, dtype=torch.long, device=dev),
+                batch=st.batch,
+                latent=st.latent,
+                lr=st.lr,
+            )
+        )
+    return members
 
 
 @torch.no_grad()

@@ -43,3 +43,21 @@ def flatten_members(x: torch.Tensor, members: int) -> torch.Tensor:
     """[B, K*C, H, W] -> [K, B, C*H*W]."""
     b = x.shape[0]
     return x.reshape(b, members, -1).transpose(0, 1)
+
+
+def member_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """Parameters and buffers that hold per-member blocks (every one with a leading dim)."""
+    return [t for t in [*module.parameters(), *module.buffers()] if t.dim() >= 1]
+
+
+@torch.no_grad()
+def copy_member_(dst: nn.Module, dst_k: int, src: nn.Module, src_k: int) -> None:
+    """Copy member src_k of `src` into member dst_k of `dst` (same architecture, any K).
+
+    Every tensor of a stacked module is K equal member blocks along its first dimension
+    (conv output or input channels, batch-norm channels, stacked-linear rows), so
+    t.reshape(K, -1)[k] is member k's block.
+    """
+    k_dst, k_src = dst.members, src.members
+    for d, s in zip(member_tensors(dst), member_tensors(src), strict=True):
+        d.reshape(k_dst, -1)[dst_k].copy_(s.reshape(k_src, -1)[src_k])
