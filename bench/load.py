@@ -1,0 +1,222 @@
+"""Load test on loopback: a real `balancer serve` (API + one worker, SQLite and the embedded
+broker, the default install) takes many concurrent status polls and uploads at once.
+
+    python bench/load.py                    # 200 pollers x 10 polls, 20 concurrent uploads
+    python bench/load.py --pollers 50 --polls 4 --uploads 5 --json out.json
+
+Every poller polls a job's status back to back; all uploaders send a small dataset at the
+same moment, while the polls run. An error is any answer other than the expected one (200
+for a poll, 202 for an upload) or a transport failure. The uploaded jobs are tiny and are
+cancelled at the end. The per-owner active-job limit is raised for the run: 20 uploads at
+once from one key would otherwise meet its 429 by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import format_table  # noqa: E402
+from cli.service_commands import stop_process  # noqa: E402
+
+TINY = {"preset": "quick", "gan_iterations": 1, "epochs": 1, "seeds": 1, "gan_width": 8}
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int]:
+        lat = sorted(self.latencies)
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")  # noqa: E731
+        return {
+            "requests": len(lat) + len(self.errors),
+            "errors": len(self.errors),
+            "p50_ms": round(pct(0.50), 1),
+            "p95_ms": round(pct(0.95), 1),
+            "p99_ms": round(pct(0.99), 1),
+            "max_ms": round(lat[-1] * 1000, 1) if lat else float("nan"),
+            "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else float("nan"),
+        }
+
+
+def dataset_zip(seed: int = 0) -> bytes:
+    """Two classes of 16x16 noise with a shape; a few KB."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for cls, n in (("circle", 10), ("square", 6)):
+            for i in range(n):
+                img = rng.integers(0, 60, (16, 16)).astype(np.uint8)
+                img[4:12, 4:12] = 230 if cls == "square" else img[4:12, 4:12]
+                png = io.BytesIO()
+                Image.fromarray(img, "L").save(png, "PNG")
+                zf.writestr(f"{cls}/{i:03d}.png", png.getvalue())
+    return buf.getvalue()
+
+
+def balancer(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def start_serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    env |= {
+        "BALANCER_DATA_DIR": str(data_dir),
+        "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
+        "PYTHONPATH": str(ROOT),
+    }
+    balancer(env, "db", "upgrade")
+    key = balancer(env, "keys", "create", "--name", "load").splitlines()[-1]
+    log = (data_dir / "serve.log").open("w")
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serve exited:\n{(data_dir / 'serve.log').read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return proc, key, env
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("serve did not become ready within 120 s")
+
+
+async def timed(sample: Sample, expected: int, request) -> httpx.Response | None:  # noqa: ANN001
+    t = time.perf_counter()
+    try:
+        resp = await request()
+    except httpx.HTTPError as exc:
+        sample.errors.append(f"{type(exc).__name__}: {exc}")
+        return None
+    took = time.perf_counter() - t
+    if resp.status_code != expected:
+        sample.errors.append(f"{resp.status_code}: {resp.text[:200]}")
+        return resp
+    sample.latencies.append(took)
+    return resp
+
+
+async def poller(client: httpx.AsyncClient, job_id: str, polls: int, sample: Sample) -> None:
+    for _ in range(polls):
+        await timed(sample, 200, lambda: client.get(f"/v1/jobs/{job_id}"))
+
+
+async def uploader(client: httpx.AsyncClient, data: bytes, sample: Sample, ids: list[str]) -> None:
+    files = {"dataset": ("load.zip", data, "application/zip")}
+    form = {"config": json.dumps(TINY)}
+    resp = await timed(sample, 202, lambda: client.post("/v1/jobs", files=files, data=form))
+    if resp is not None and resp.status_code == 202:
+        ids.append(resp.json()["id"])
+
+
+async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
+    data = dataset_zip()
+    limits = httpx.Limits(max_connections=args.pollers + args.uploads + 10)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=120
+    ) as client:
+        seed = await client.post(
+            "/v1/jobs",
+            files={"dataset": ("seed.zip", data, "application/zip")},
+            data={"config": json.dumps(TINY)},
+        )
+        seed.raise_for_status()
+        seed_id = seed.json()["id"]
+        polls, uploads, ids = Sample(), Sample(), [seed_id]
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(poller(client, seed_id, args.polls, polls) for _ in range(args.pollers)),
+            *(uploader(client, data, uploads, ids) for _ in range(args.uploads)),
+        )
+        wall = time.perf_counter() - started
+        cleanup = Sample()
+        for job_id in ids:  # cancel (queued/running) or delete (finished): 200, 202 or 204
+            resp = await client.delete(f"/v1/jobs/{job_id}")
+            if resp.status_code not in (200, 202, 204):
+                cleanup.errors.append(f"{resp.status_code}: {resp.text[:200]}")
+    return {
+        "polls": polls.summary(),
+        "uploads": uploads.summary(),
+        "wall_s": round(wall, 2),
+        "polls_per_s": round(len(polls.latencies) / wall, 1),
+        "cleanup_errors": len(cleanup.errors),
+        "error_samples": (polls.errors + uploads.errors + cleanup.errors)[:10],
+    }
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True)
+    return done.stdout.decode().strip() or "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pollers", type=int, default=200, help="concurrent status pollers")
+    parser.add_argument("--polls", type=int, default=10, help="polls per poller")
+    parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="balancer-load-") as tmp:
+        proc, key, _ = start_serve(Path(tmp), args.port)
+        try:
+            result = asyncio.run(run_load(f"http://127.0.0.1:{args.port}", key, args))
+        finally:
+            stop_process(proc, grace_s=15)
+    result |= {
+        "pollers": args.pollers,
+        "polls_each": args.polls,
+        "concurrent_uploads": args.uploads,
+        "stack": "balancer serve: uvicorn (1 process) + 1 Celery worker, SQLite, embedded broker",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+        "python": platform.python_version(),
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    keys = ("requests", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    rows = [[kind, *(str(result[kind][k]) for k in keys)] for kind in ("polls", "uploads")]
+    header = ["kind", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"]
+    print(format_table(header, rows))
+    wall, rate, cleanup = result["wall_s"], result["polls_per_s"], result["cleanup_errors"]
+    print(f"wall {wall} s, {rate} polls/s; cleanup errors: {cleanup}")
+    if result["error_samples"]:
+        print("errors:", *result["error_samples"], sep="\n  ")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    errors = result["polls"]["errors"] + result["uploads"]["errors"] + result["cleanup_errors"]
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
