@@ -23,6 +23,9 @@ def add_pipeline_commands(sub: argparse._SubParsersAction) -> None:
 
     demo = sub.add_parser("demo", help="run the MNIST 1/2/3 demo (10/300/300 training images)")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    demo.add_argument(
+        "--dataset-only", action="store_true", help="only write the demo zip (e.g. to upload it)"
+    )
     _add_config_options(demo, default_preset=None)
     demo.set_defaults(func=demo_command)
 
@@ -77,6 +80,8 @@ def demo_command(args: argparse.Namespace) -> int:
     zip_path = args.out / "mnist-1-2-3.zip"
     write_demo_zip(zip_path)
     print(f"demo dataset: {zip_path} (digits 1/2/3, 10/300/300 training, 200 test images each)")
+    if args.dataset_only:
+        return 0
     return _run(zip_path, args.out, args)
 
 
