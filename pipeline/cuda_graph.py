@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 ENGINES = ("auto", "eager", "graph")
+# Side streams, made once per device and reused by every run (see side_streams).
+_STREAMS: dict[tuple[str, int], list[torch.cuda.Stream]] = {}
 # Eager iterations before capture: the first runs allocate optimiser state and pick cuDNN
 # algorithms; the PyTorch docs ask for a few on a side stream before capturing.
 WARMUP_STEPS = 3
@@ -105,7 +107,7 @@ def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callabl
     streams the kernels of different steps overlap. Inside a graph capture the streams fork
     from the capturing stream and join it again, so the graph holds all of them.
     """
-    streams = [torch.cuda.Stream(device) for _ in steps]
+    streams = side_streams(device, len(steps), first=1)
 
     def step() -> None:
         main = torch.cuda.current_stream(device)
@@ -119,10 +121,25 @@ def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callabl
     return step
 
 
+def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cuda.Stream]:
+    """Streams first .. first+n-1 of this device's pool, the same objects on every call.
+
+    Not fresh streams per job: cuBLAS gets a workspace for every stream it runs on, which
+    PyTorch keeps for the life of the process, so a worker making new streams for each job
+    grows by that much every job (peak memory rose 128 MiB per job before this pool).
+    Stream 0 is the warm-up stream of `capture`; `concurrent` uses 1, 2, ...
+    """
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    pool = _STREAMS.setdefault((device.type, index), [])
+    while len(pool) < first + n:
+        pool.append(torch.cuda.Stream(torch.device(device.type, index)))
+    return pool[first : first + n]
+
+
 def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
     """Run WARMUP_STEPS real iterations of `step` on a side stream, then capture one call."""
     current = torch.cuda.current_stream(device)
-    side = torch.cuda.Stream(device)
+    side = side_streams(device, 1)[0]
     side.wait_stream(current)
     with torch.cuda.stream(side):
         for _ in range(WARMUP_STEPS):
