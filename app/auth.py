@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from datetime import timedelta
@@ -33,6 +34,7 @@ from app.models import ApiKey, utcnow
 from app.problems import TYPE_PREFIX, ProblemError, problem_response
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "gb_"
 LISTED_PREFIX_LEN = 8
 MAX_KEY_LEN = 256
@@ -109,8 +111,9 @@ def authenticate(session: Session, key: str) -> str | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
         return None
+    owner = row.owner
     _touch(session, row)
-    return row.owner
+    return owner
 
 
 def _touch(session: Session, row: ApiKey) -> None:
@@ -118,8 +121,12 @@ def _touch(session: Session, row: ApiKey) -> None:
     if row.last_used_at and now - row.last_used_at < LAST_USED_RESOLUTION:
         return
     stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION)
-    session.execute(update(ApiKey).where(ApiKey.id == row.id, stale).values(last_used_at=now))
-    session.commit()
+    try:
+        session.execute(update(ApiKey).where(ApiKey.id == row.id, stale).values(last_used_at=now))
+        session.commit()
+    except SQLAlchemyError as exc:  # advisory only: never fail a request over it
+        session.rollback()
+        log.warning("could not record the use of key %s: %r", row.prefix, exc)
 
 
 def unauthorized(key_sent: bool) -> HTTPException:
