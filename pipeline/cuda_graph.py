@@ -126,7 +126,8 @@ def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cud
 
     Not fresh streams per job: cuBLAS gets a workspace for every stream it runs on, which
     PyTorch keeps for the life of the process, so a worker making new streams for each job
-    grows by that much every job (peak memory rose 128 MiB per job before this pool).
+    would grow by that much every job. With fresh streams, peak memory on an H200 rose by
+    128 MiB per warm job; this pool is the fix for that likely cause (not yet re-measured).
     Stream 0 is the warm-up stream of `capture`; `concurrent` uses 1, 2, ...
     """
     index = device.index if device.index is not None else torch.cuda.current_device()
