@@ -17,11 +17,11 @@ from app.schemas import eta_seconds
 from .conftest import Service
 from .datasets import make_zip
 
-# Long enough (a few seconds of GAN steps, progress written often) that the stream sees the
+# Long enough (~7 s of GAN steps on 2 idle cores, progress written often) that the stream sees the
 # job running with an ETA; short enough for a loaded 2-core machine.
 TRACKED = {
     "preset": "quick",
-    "gan_iterations": 40,
+    "gan_iterations": 200,
     "gan_batch": 8,
     "progress_every": 2,
     "epochs": 1,
