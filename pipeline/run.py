@@ -330,7 +330,7 @@ def _environment(device: torch.device) -> dict:
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else platform.processor() or "cpu"
+        else f"{platform.machine()}, {torch.get_num_threads()} threads"
     )
     return {
         "device": f"{device.type}: {name}",
