@@ -233,11 +233,18 @@ def serve_command(args: argparse.Namespace) -> int:
     migrations.upgrade(settings.database_url)
     ensure_first_key(settings.database_url)
     worker = _start_worker(settings.queue)
+    # uvicorn shuts down on SIGTERM, restores the previous handler and re-raises the signal;
+    # the default handler would end this process before `finally` stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port)
     finally:
         stop_process(worker)
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def api_command(args: argparse.Namespace) -> int:
