@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.archive import decode_image, open_zip
+from pipeline.archive import ArchiveLimits, decode_image, open_zip
 from pipeline.layout import inspect_zip
 
 SMALL_INPUT_MAX_SIDE = 32  # inputs up to this size are worked on at 28x28
@@ -41,13 +41,17 @@ class ImageDataset:
 
 
 def load_dataset(
-    path: Path, test_fraction: float = 0.2, seed: int = 0, image_size: int | None = None
+    path: Path,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    image_size: int | None = None,
+    limits: ArchiveLimits | None = None,
 ) -> ImageDataset:
     """Decode every image of the zip into tensors at one working resolution."""
-    layout = inspect_zip(path, test_fraction, seed)
-    with open_zip(path) as zf:
-        train = _decode_split(zf, layout.train, layout.class_names)
-        test = _decode_split(zf, layout.test, layout.class_names)
+    layout = inspect_zip(path, test_fraction, seed, limits)
+    with open_zip(path, limits) as zf:
+        train = _decode_split(zf, layout.train, layout.class_names, limits)
+        test = _decode_split(zf, layout.test, layout.class_names, limits)
     all_images = [img for img, _, _ in train + test]
     channels = 3 if any(img.mode == "RGB" for img in all_images) else 1
     if image_size is None:
@@ -70,12 +74,15 @@ def load_dataset(
 
 
 def _decode_split(
-    zf: zipfile.ZipFile, by_class: dict[str, list[str]], classes: list[str]
+    zf: zipfile.ZipFile,
+    by_class: dict[str, list[str]],
+    classes: list[str],
+    limits: ArchiveLimits | None,
 ) -> list[tuple[Image.Image, int, str]]:
     out = []
     for label, c in enumerate(classes):
         for name in by_class[c]:
-            out.append((decode_image(zf.read(name), name), label, name))
+            out.append((decode_image(zf.read(name), name, limits), label, name))
     return out
 
 

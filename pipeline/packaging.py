@@ -11,12 +11,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.archive import open_zip
+from pipeline.archive import ArchiveLimits, open_zip
 from pipeline.dataset import ImageDataset
 
 
 def write_balanced_zip(
-    path: Path, source_zip: Path, dataset: ImageDataset, synthetic: dict[int, torch.Tensor]
+    path: Path,
+    source_zip: Path,
+    dataset: ImageDataset,
+    synthetic: dict[int, torch.Tensor],
+    limits: ArchiveLimits | None = None,
 ) -> dict[str, int]:
     """Write `<class>/<file>` for every training image plus manifest.csv; returns counts per class.
 
@@ -28,7 +32,10 @@ def write_balanced_zip(
     rows = csv.writer(manifest, lineterminator="\n")
     rows.writerow(["file", "class", "origin"])
     used: set[str] = set()
-    with open_zip(source_zip) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+    with (
+        open_zip(source_zip, limits) as src,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
         for entry, label in zip(dataset.train_entries, dataset.train_labels.tolist(), strict=True):
             cls = dataset.class_names[label]
             name = _unique(f"{cls}/{PurePosixPath(entry).name}", used)

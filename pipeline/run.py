@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.archive import ArchiveLimits
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset, load_dataset
@@ -64,7 +65,11 @@ def pick_device(choice: str) -> torch.device:
 
 
 def run_pipeline(
-    dataset_zip: Path, out_dir: Path, config: RunConfig, progress: ProgressFn | None = None
+    dataset_zip: Path,
+    out_dir: Path,
+    config: RunConfig,
+    progress: ProgressFn | None = None,
+    limits: ArchiveLimits | None = None,
 ) -> dict:
     """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png."""
     cfg = config.resolved().validated()
@@ -72,7 +77,7 @@ def run_pipeline(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     report_progress("validating", 0.0)
-    ds = load_dataset(Path(dataset_zip), cfg.test_fraction, cfg.seed, cfg.image_size)
+    ds = load_dataset(Path(dataset_zip), cfg.test_fraction, cfg.seed, cfg.image_size, limits)
     timings["loading_seconds"] = time.perf_counter() - t0
     device = pick_device(cfg.device)
     counts = ds.train_counts()
@@ -116,7 +121,7 @@ def run_pipeline(
         "config": cfg.to_dict(),
     }
     report_progress("packaging", 0.0)
-    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0)
+    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits)
     report_progress("packaging", 1.0)
     return report
 
@@ -282,6 +287,7 @@ def write_outputs(
     synthetic,
     quality: QualityResult | None = None,
     t0: float | None = None,
+    limits: ArchiveLimits | None = None,
 ) -> None:
     """Write every output into a temporary folder beside out_dir, then move each into place.
 
@@ -295,7 +301,7 @@ def write_outputs(
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
         t = time.perf_counter()
-        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic)
+        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic, limits)
         write_samples_png(tmp / "samples.png", ds, synthetic)
         timings = report.setdefault("timings", {})
         timings["packaging_seconds"] = time.perf_counter() - t

@@ -101,6 +101,7 @@ def _run_pipeline(settings: Settings, claim: Claim, work: Path, progress: Progre
         work,
         RunConfig.from_dict(claim.config),
         progress=progress,
+        limits=settings.archive_limits(),
     )
 
 

@@ -177,3 +177,17 @@ def test_zip_is_read_not_extracted(tmp_path):
     load_dataset(z)
     assert set(tmp_path.rglob("*")) == before
     assert zipfile.is_zipfile(z)
+
+
+def test_limits_given_by_the_caller_apply(tmp_path):
+    """The worker passes the service's configured limits; they, not the defaults, decide."""
+    from pipeline.archive import ArchiveLimits
+
+    z = write_zip(tmp_path / "d.zip", class_folder_files(COUNTS, size=(20, 20)))
+    assert load_dataset(z).train_counts() == [8, 4]
+    with pytest.raises(DatasetError) as info:
+        load_dataset(z, limits=ArchiveLimits(max_image_pixels=399))
+    assert info.value.rule == "image_too_large"
+    with pytest.raises(DatasetError) as info:
+        load_dataset(z, limits=ArchiveLimits(max_entries=5))
+    assert info.value.rule == "too_many_entries"
