@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, pool
 from sqlalchemy.orm import Session, sessionmaker
+
+# No request may ever wait for a pooled connection. FastAPI runs a sync route's dependencies,
+# the route and its response validation as separate thread-pool calls (40 threads), and the
+# request's session keeps its connection in between. With a bounded pool, under load every
+# thread can end up waiting for a connection held by a request that waits for a thread: a
+# deadlock until pool_timeout, then 503s (bench/load.py hit it at 200 concurrent polls).
+# SQLite connections are a file open, so none are pooled; PostgreSQL keeps a few warm and
+# opens more as needed, bounded by the server's max_connections (beyond it: a quick 503).
+PG_POOL_SIZE = 10
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        kwargs.setdefault("poolclass", pool.NullPool)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -20,6 +30,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # packets makes requests answer 503 within seconds (app/problems.py), not hang for minutes.
     if url.startswith("postgresql"):
         kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
+        if kwargs.get("poolclass") is None:
+            kwargs |= {"pool_size": PG_POOL_SIZE, "max_overflow": -1}
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

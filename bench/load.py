@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -164,6 +166,7 @@ async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
             resp = await client.delete(f"/v1/jobs/{job_id}")
             if resp.status_code not in (200, 202, 204):
                 cleanup.errors.append(f"{resp.status_code}: {resp.text[:200]}")
+        await wait_idle(client)
     return {
         "polls": polls.summary(),
         "uploads": uploads.summary(),
@@ -172,6 +175,36 @@ async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
         "cleanup_errors": len(cleanup.errors),
         "error_samples": (polls.errors + uploads.errors + cleanup.errors)[:10],
     }
+
+
+async def wait_idle(client: httpx.AsyncClient, timeout_s: float = 120) -> None:
+    """Until no job runs: the worker then stops at once when serve stops it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        jobs = (await client.get("/v1/jobs", params={"limit": 100})).json()["items"]
+        if all(j["status"] not in ("queued", "running") for j in jobs):
+            return
+        await asyncio.sleep(0.5)
+
+
+def stop_serve(proc: subprocess.Popen, data_dir: Path) -> None:
+    """Stop serve (which stops its worker), then end any process of this run still alive:
+    serve starts its worker in a session of its own, so a serve that died early leaves it."""
+    stop_process(proc, grace_s=60)
+    for pid in _processes_using(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _processes_using(data_dir: Path) -> list[int]:
+    """Processes whose BALANCER_DATA_DIR is this run's temporary folder (Linux /proc)."""
+    marker = f"BALANCER_DATA_DIR={data_dir}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
 
 
 def commit() -> str:
@@ -193,7 +226,7 @@ def main() -> int:
         try:
             result = asyncio.run(run_load(f"http://127.0.0.1:{args.port}", key, args))
         finally:
-            stop_process(proc, grace_s=15)
+            stop_serve(proc, Path(tmp))
     result |= {
         "pollers": args.pollers,
         "polls_each": args.polls,
