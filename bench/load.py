@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -142,7 +143,10 @@ async def uploader(client: httpx.AsyncClient, data: bytes, sample: Sample, ids: 
 
 async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
     data = dataset_zip()
-    limits = httpx.Limits(max_connections=args.pollers + args.uploads + 10)
+    # Idle connections are dropped after 2 s, before uvicorn's 5 s keep-alive timeout: with
+    # httpx's default (also 5 s) a request now and then went out on a connection the server
+    # was closing at that moment (RemoteProtocolError), a client-side race, not a server error.
+    limits = httpx.Limits(max_connections=args.pollers + args.uploads + 10, keepalive_expiry=2.0)
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(
         base_url=base_url, headers=headers, limits=limits, timeout=120
@@ -219,6 +223,7 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--serve-log", type=Path, help="keep serve's log (API and worker) here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="balancer-load-") as tmp:
@@ -227,6 +232,8 @@ def main() -> int:
             result = asyncio.run(run_load(f"http://127.0.0.1:{args.port}", key, args))
         finally:
             stop_serve(proc, Path(tmp))
+            if args.serve_log:
+                shutil.copy(Path(tmp) / "serve.log", args.serve_log)
     result |= {
         "pollers": args.pollers,
         "polls_each": args.polls,
