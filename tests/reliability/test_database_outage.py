@@ -6,6 +6,7 @@ The database is a throwaway cluster of this test's own; the machine's server is 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,9 +67,11 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
         assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"
 
         postgres.start()
+        back = time.monotonic()
         # Same API process: its connection pool replaces the dead connections by itself.
         ok = lambda: stack.client.get("/v1/jobs").status_code == 200  # noqa: E731
         wait_until(ok, "the API to reach the database again", RECOVER_WITHIN_S, stack.log_tail)
+        print(f"fault: API answered 200 {time.monotonic() - back:.2f} s after PostgreSQL was up")
         assert stack.job(job_id)["status"] == "queued", "the accepted job is still there"
         new_id = stack.submit(data, TINY)["id"]
         assert stack.client.delete(f"/v1/jobs/{new_id}").status_code == 200

@@ -68,7 +68,7 @@ def test_cancel_during_training_stops_the_job_within_seconds(stack: Stack, datas
     assert done["status"] == "canceled", done
     assert done["error"] is None and done["finished_at"]
     assert job_folder(stack, job_id) == ["upload.zip"], "no partial outputs are left"
-    print(f"canceled {took:.1f} s after the request")
+    print(f"fault: canceled {took:.1f} s after the request")
 
 
 def test_worker_killed_during_gan_training_job_is_retried_and_succeeds(
@@ -78,13 +78,17 @@ def test_worker_killed_during_gan_training_job_is_retried_and_succeeds(
     job_id = stack.submit(dataset, TRAINING)["id"]
     stack.wait_job(job_id, in_training(1), "GAN training", REACH_TRAINING_S)
     stack.kill_worker(worker)
+    killed = time.monotonic()
 
     # Nobody holds the job now; once its lease lapses the sweeper puts it back in the queue.
     back = stack.wait_job(job_id, lambda j: j["status"] != "running", "re-queue", LEASE_RECOVERY_S)
     assert (back["status"], back["attempts"]) == ("queued", 1), back
+    requeued = time.monotonic() - killed
 
     stack.start_worker()
     done = stack.wait_job(job_id, lambda j: j["status"] in FINISHED, "the retry", JOB_S)
+    print(f"fault: re-queued {requeued:.1f} s after the kill, succeeded after "
+          f"{time.monotonic() - killed:.1f} s")  # fmt: skip
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and done["error"] is None
     resp = stack.client.get(f"/v1/jobs/{job_id}/balanced-dataset")
@@ -101,7 +105,9 @@ def test_a_job_whose_worker_keeps_dying_fails_with_a_clear_error(
         stack.wait_job(job_id, in_training(attempt), f"attempt {attempt}", REACH_TRAINING_S)
         stack.kill_worker(worker)
 
+    killed = time.monotonic()
     done = stack.wait_job(job_id, lambda j: j["status"] != "running", "giving up", LEASE_RECOVERY_S)
+    print(f"fault: failed {time.monotonic() - killed:.1f} s after the second kill")
     assert done["status"] == "failed", done
     assert done["error"].startswith("the worker running this job stopped responding 2 times")
     assert done["error"].endswith("giving up")
