@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(0, ge=0)
     progress_interval_s: float = Field(0.5, ge=0.0)
     max_attempts: int = Field(2, ge=1, description="Starts of one job before it is failed.")
+    # Each worker process runs one tiny job on the GPU when it starts (pipeline/warmup.py), so
+    # the first real job does not pay for CUDA start-up and the first graph captures.
+    warm_up: bool = True
     # Crash safety (worker/lease.py, app/sweeper.py). A running job holds a lease that its
     # worker renews every heartbeat_interval_s (0 = lease_s / 4); once the lease has lapsed the
     # worker is presumed dead and the sweeper re-queues the job (up to max_attempts starts).

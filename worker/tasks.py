@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
@@ -31,6 +32,7 @@ from worker.celery_app import TASK_NAME, app
 from worker.jobstate import Claim, LeaseLost
 from worker.lease import LeaseKeeper
 from worker.progress import JobCanceled, ProgressWriter
+from worker.warmup import start_warm_up, wait_for_warm_up
 
 log = logging.getLogger(__name__)
 ATTEMPT_PREFIX = "attempt-"
@@ -42,9 +44,17 @@ def _sessions(url: str) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(url))
 
 
+@worker_process_init.connect
+def _warm_up_task_process(**_: object) -> None:
+    """In each new task process (after the fork): pay the GPU's first-job costs now."""
+    if get_settings().warm_up:
+        start_warm_up()
+
+
 @app.task(name=TASK_NAME)
 def run_job(job_id: str) -> None:
     settings = get_settings()
+    wait_for_warm_up()
     run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
 
 
