@@ -233,3 +233,33 @@ def _wait(check: Callable[[], bool], what: str, svc: Service) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}\n{svc.log_tail()}", pytrace=False)
         time.sleep(0.2)
+
+
+# --- shared by the service test modules ------------------------------------------------------
+
+QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1}
+# Far more GAN work than the tests wait for: the job is surely still running when cancelled.
+# Small GAN batches and frequent progress callbacks: the worker gets to check for a cancel
+# often, even on a loaded 2-core CI machine.
+LONG = {**QUICK, "gan_iterations": 200_000, "gan_batch": 8, "progress_every": 2}
+CANCEL_WITHIN_S = 15
+FINISHED = {"succeeded", "failed", "canceled"}
+JOB_TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from .datasets import make_zip
+
+    return make_zip(tmp_path_factory.mktemp("data") / "data.zip").read_bytes()
+
+
+def assert_problem(resp: httpx.Response, status: int) -> dict:
+    """An RFC 9457 application/problem+json answer with this status."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    assert isinstance(body["title"], str) and body["title"]
+    return body

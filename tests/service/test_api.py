@@ -13,27 +13,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import UPLOAD_LIMIT, Service
+from .conftest import (
+    CANCEL_WITHIN_S,
+    FINISHED,
+    JOB_TIMEOUT_S,
+    LONG,
+    QUICK,
+    UPLOAD_LIMIT,
+    Service,
+    assert_problem,
+)
 from .datasets import (
     CLASS_SIZES,
     make_corrupt_image_zip,
     make_one_class_zip,
-    make_zip,
 )
-
-QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1}
-# Far more GAN work than the tests wait for: the job is surely still running when cancelled.
-# Small GAN batches and frequent progress callbacks: the worker gets to check for a cancel
-# often, even on a loaded 2-core CI machine.
-LONG = {**QUICK, "gan_iterations": 200_000, "gan_batch": 8, "progress_every": 2}
-CANCEL_WITHIN_S = 15
-FINISHED = {"succeeded", "failed", "canceled"}
-JOB_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="module")
-def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return make_zip(tmp_path_factory.mktemp("data") / "data.zip").read_bytes()
 
 
 def submit(svc: Service, data: bytes, config: dict | None = None) -> httpx.Response:
@@ -57,16 +51,6 @@ def wait_for(svc: Service, job_id: str, done, timeout: float = JOB_TIMEOUT_S) ->
         if time.monotonic() > deadline:
             pytest.fail(f"job {job_id} stuck at {job}\n{svc.log_tail()}")
         time.sleep(0.2)
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    body = resp.json()
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
-    return body
 
 
 def test_health(service: Service) -> None:

@@ -24,6 +24,11 @@ from app.settings import Settings
 
 from .conftest import (
     ACTIVE_JOBS_LIMIT,
+    CANCEL_WITHIN_S,
+    FINISHED,
+    JOB_TIMEOUT_S,
+    LONG,
+    QUICK,
     RETRY_AFTER_S,
     ROOT,
     SMALL_OWNER,
@@ -31,24 +36,13 @@ from .conftest import (
     START_TIMEOUT_S,
     Service,
     _free_port,
+    assert_problem,
     auth_header,
     python_path,
 )
-from .datasets import make_zip
 
-QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1}
-# Long enough to still be running when canceled; checks for a cancel often.
-LONG = {**QUICK, "gan_iterations": 200_000, "gan_batch": 8, "progress_every": 2}
-FINISHED = {"succeeded", "failed", "canceled"}
-JOB_TIMEOUT_S = 120
-CANCEL_WITHIN_S = 15
 JOB_PATHS = ("", "/report", "/classes", "/balanced-dataset", "/samples.png", "/report.html")
 PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/")
-
-
-@pytest.fixture(scope="module")
-def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return make_zip(tmp_path_factory.mktemp("auth") / "data.zip").read_bytes()
 
 
 @pytest.fixture
@@ -93,15 +87,6 @@ def cancel_all(client: httpx.Client, svc: Service, jobs: list[dict]) -> None:
     for job in jobs:
         if client.get(f"/v1/jobs/{job['id']}").status_code == 200:  # not deleted (finished)
             assert wait_finished(client, job["id"], svc, CANCEL_WITHIN_S)["status"] in FINISHED
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    body = resp.json()
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    return body
 
 
 def assert_unauthorized(resp: httpx.Response) -> dict:

@@ -15,7 +15,6 @@ from app.models import Job
 from app.schemas import eta_seconds
 
 from .conftest import Service
-from .datasets import make_zip
 
 # Long enough (~7 s of GAN steps on 2 idle cores, progress written often) that the stream sees the
 # job running with an ETA; short enough for a loaded 2-core machine.
@@ -29,11 +28,6 @@ TRACKED = {
 }
 STREAM_TIMEOUT_S = 180
 Event = tuple[str, dict]
-
-
-@pytest.fixture(scope="module")
-def dataset_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return make_zip(tmp_path_factory.mktemp("events") / "data.zip").read_bytes()
 
 
 def submit(svc: Service, data: bytes, config: dict) -> dict:
