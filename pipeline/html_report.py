@@ -245,13 +245,21 @@ def confusion_chart(report: dict) -> str:
     return png_data_uri(fig)
 
 
+def _panel_grid(n: int) -> tuple[Figure, np.ndarray]:
+    """One small panel per class, 3 to a row; the unused panels of the last row hidden."""
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def loss_chart(gan: dict) -> str:
     """Discriminator and generator loss per minority class's GAN."""
     names = list(gan)
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panel_grid(len(names))
     for ax, name in zip(axes, names, strict=False):
         info = gan[name]
         steps = np.arange(len(info["d_loss"])) * info.get("loss_every", 1)
@@ -261,18 +269,13 @@ def loss_chart(gan: dict) -> str:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
     return png_data_uri(fig)
 
 
 def memorisation_chart(details: dict) -> str:
     """Nearest-training-image distances: generated vs real test images, with the copy line."""
     names = list(details)
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panel_grid(len(names))
     for ax, name in zip(axes, names, strict=False):
         d = details[name]
         both = np.concatenate([d.generated_nn, d.real_nn])
@@ -284,8 +287,6 @@ def memorisation_chart(details: dict) -> str:
         ax.set_title(f"class {name}", fontsize=10)
         ax.set_xlabel("RMS pixel distance to nearest training image")
         ax.legend(fontsize="x-small")
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
     return png_data_uri(fig)
 
 
