@@ -32,6 +32,9 @@ LIMIT_ENV = {
 }
 # SQLite files change on every request (WAL, a key's last use): compared by name only.
 DB_SUFFIXES = (".db", ".db-wal", ".db-shm", ".db-journal")
+# SQLite's side files exist only while some connection is open (the API, its sweeper thread,
+# the worker), so whether they are there says nothing about what an upload wrote.
+SQLITE_SIDE_FILES = (".db-wal", ".db-shm", ".db-journal")
 
 
 def key_headers(sessions: sessionmaker[Session]) -> dict[str, str]:
@@ -50,6 +53,8 @@ def snapshot(root: Path) -> dict[str, tuple[int, int] | None]:
     out: dict[str, tuple[int, int] | None] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
+        if path.name.endswith(SQLITE_SIDE_FILES):
+            continue
         volatile = path.name.endswith(DB_SUFFIXES) or path.suffix == ".log"
         if path.is_file() and not volatile:
             st = path.stat()
