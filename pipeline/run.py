@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveLimits
+from pipeline.balance import synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset, load_dataset
 from pipeline.evaluation import METHODS, evaluate_with_intervals
-from pipeline.gan import generate, to_unit, train_class_gans
 from pipeline.packaging import write_balanced_zip, write_samples_png
 from pipeline.quality import QualityResult, assess_quality, method_description
 
@@ -85,7 +85,8 @@ def run_pipeline(
     minority = [i for i, n in enumerate(counts) if n < target]
 
     t = time.perf_counter()
-    synthetic, gan_info = balance_with_gans(ds, minority, target, cfg, device, report_progress)
+    need = {c: target - counts[c] for c in minority}
+    synthetic, gan_info = synthesize(ds, need, cfg, device, report_progress)
     timings["gan_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,56 +125,6 @@ def run_pipeline(
     write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits)
     report_progress("packaging", 1.0)
     return report
-
-
-def balance_with_gans(
-    ds: ImageDataset,
-    minority: list[int],
-    target: int,
-    cfg: RunConfig,
-    device: torch.device,
-    progress,
-) -> tuple[dict[int, torch.Tensor], dict]:
-    """Train one GAN per minority class (all at once) and generate target - count images each."""
-    if not minority:
-        return {}, {}
-    counts = [int((ds.train_labels == c).sum()) for c in minority]
-    n_max = max(counts)
-    real = torch.full((len(minority), n_max, ds.channels, ds.image_size, ds.image_size), -1.0)
-    for k, c in enumerate(minority):
-        real[k, : counts[k]] = to_unit(ds.train_images[ds.train_labels == c])
-    iters = cfg.gan_iterations
-    result = train_class_gans(
-        real.to(device),
-        torch.tensor(counts, device=device),
-        torch.tensor([n < cfg.diffaug_below for n in counts]),
-        iterations=iters,
-        batch=cfg.gan_batch,
-        latent=cfg.gan_latent,
-        lr=cfg.gan_lr,
-        width=cfg.gan_width,
-        seed=cfg.seed,
-        on_step=lambda i: progress("training_gan", i / iters),
-        step_every=cfg.progress_every,
-        engine=cfg.engine,
-    )
-    need = [target - n for n in counts]
-    images = generate(result.generator, need, cfg.gan_latent, cfg.gan_batch, cfg.seed + 1)
-    info = {
-        ds.class_names[c]: {
-            "iterations": iters,
-            "seconds": result.seconds,  # wall time of the joint training of all minority GANs
-            "trained_jointly_with": len(minority),
-            "train_images": counts[k],
-            "generated": need[k],
-            "diff_augment": counts[k] < cfg.diffaug_below,
-            "loss_every": result.loss_every,
-            "d_loss": [round(float(v), 4) for v in result.d_loss[:, k]],
-            "g_loss": [round(float(v), 4) for v in result.g_loss[:, k]],
-        }
-        for k, c in enumerate(minority)
-    }
-    return dict(zip(minority, images, strict=True)), info
 
 
 def compare_classifiers(
