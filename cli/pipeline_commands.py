@@ -46,6 +46,13 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, help="working side length in px (multiple of 4)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share without test/")
+    p.add_argument(
+        "--generator",
+        choices=["auto", "per-class", "transfer"],
+        default="auto",
+        help="per-class: a GAN per minority class; transfer: variation learned from all classes;"
+        " auto: transfer for classes under 50 images (default)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -64,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         image_size=args.image_size,
         test_fraction=args.test_fraction,
+        generator=args.generator,
     ).validated()
 
 

@@ -18,6 +18,8 @@ PRESETS: dict[str, dict[str, int | float]] = {
         "gan_lr": 1e-3,
         "epochs": 10,
         "seeds": 1,
+        "transfer_pairs": 256,
+        "transfer_steps": 100,
     },
     "standard": {
         "gan_iterations": 3000,
@@ -26,6 +28,8 @@ PRESETS: dict[str, dict[str, int | float]] = {
         "gan_lr": 2e-4,
         "epochs": 30,
         "seeds": 3,
+        "transfer_pairs": 2048,
+        "transfer_steps": 300,
     },
 }
 
@@ -49,6 +53,14 @@ class RunConfig:
     gan_width: int | None = None  # channels of the finest GAN layer (doubling per coarser level)
     gan_lr: float | None = None  # Adam, betas (0.5, 0.999), both networks; None = preset
     diffaug_below: int = 1000  # classes with fewer training images get DiffAugment
+    # Which generator makes a class's images (pipeline/balance.py): "per-class" (a DCGAN on
+    # that class's images), "transfer" (variation learned from every class, pipeline/
+    # transfer.py), "auto" = transfer for classes under transfer_below training images when
+    # some class has enough images to learn from, else per-class.
+    generator: Literal["auto", "per-class", "transfer"] = "auto"
+    transfer_below: int = 50
+    transfer_pairs: int | None = None  # neighbour pairs the transfer model is fitted on
+    transfer_steps: int | None = None  # Adam steps of that fit (all pairs at once)
     classifier_batch: int = 64
     classifier_lr: float = 1e-3
     progress_every: int = 50  # iterations between progress callbacks
@@ -75,6 +87,10 @@ class RunConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.generator not in ("auto", "per-class", "transfer"):
+            raise ValueError(
+                f"generator must be auto, per-class or transfer, got {self.generator!r}"
+            )
         if self.engine not in ("auto", "eager", "graph"):
             raise ValueError(f"engine must be auto, eager or graph, got {self.engine!r}")
         checks = [
@@ -86,6 +102,9 @@ class RunConfig:
             ("gan_batch", self.gan_batch, 1, 4096),
             ("gan_width", self.gan_width, 8, 256),
             ("classifier_batch", self.classifier_batch, 1, 4096),
+            ("transfer_below", self.transfer_below, 0, 1_000_000),
+            ("transfer_pairs", self.transfer_pairs, 16, 100_000),
+            ("transfer_steps", self.transfer_steps, 1, 100_000),
         ]
         for name, value, lo, hi in checks:
             if value is not None and not (lo <= value <= hi):

@@ -77,6 +77,7 @@ def context(
             "differences": difference_chart(report) if minority else None,
             "confusion": confusion_chart(report),
             "losses": loss_chart(report["gan"]) if report.get("gan") else None,
+            "generators": generator_rows(report.get("gan") or {}),
             "memorisation": memorisation_chart(details) if details else None,
         },
         "samples": sample_strips(ds, synthetic) if ds is not None and synthetic else {},
@@ -256,17 +257,41 @@ def _panel_grid(n: int) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def loss_chart(gan: dict) -> str:
-    """Discriminator and generator loss per minority class's GAN."""
+def generator_rows(gan: dict) -> list[dict]:
+    """Per class: which generator, why, and what the filter kept and rejected."""
+    rows = []
+    for name, info in gan.items():
+        f = info.get("filter", {})
+        rows.append(
+            {
+                "name": name,
+                "generator": info.get("generator", "per-class"),
+                "reason": info.get("generator_reason", ""),
+                "candidates": f.get("candidates"),
+                "rejected_label": f.get("rejected_label"),
+                "rejected_copy": f.get("rejected_copy"),
+                "kept": f.get("kept"),
+                "filled": f.get("filled_with_rejected"),
+            }
+        )
+    return rows
+
+
+def loss_chart(gan: dict) -> str | None:
+    """Per class: D and G loss of its GAN, or the registration loss of the transfer model."""
     names = list(gan)
     fig, axes = _panel_grid(len(names))
     for ax, name in zip(axes, names, strict=False):
         info = gan[name]
-        steps = np.arange(len(info["d_loss"])) * info.get("loss_every", 1)
-        ax.plot(steps, info["d_loss"], label="discriminator", lw=1)
-        ax.plot(steps, info["g_loss"], label="generator", lw=1)
+        if "d_loss" in info:
+            steps = np.arange(len(info["d_loss"])) * info.get("loss_every", 1)
+            ax.plot(steps, info["d_loss"], label="discriminator", lw=1)
+            ax.plot(steps, info["g_loss"], label="generator", lw=1)
+        else:
+            curve = info["variation_model"]["registration_loss"]
+            ax.plot(curve, label="pair registration error (transfer)", lw=1)
         ax.set_title(f"class {name} ({info['train_images']} training images)", fontsize=10)
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
     return png_data_uri(fig)

@@ -1,0 +1,94 @@
+"""Keep only generated images that pass: recognised as their class, and not a copy of a real one.
+
+A judge (a SmallCNN trained on the real training images, oversampled to balance so that it
+does not simply vote for the big classes) scores every candidate; a candidate is kept if the
+judge gives its intended class at least `min_prob`, and it is not closer to a real training
+image of its class than `copy_fraction` times the typical distance between a real image and
+its nearest same-class neighbour (pixels, RMS in [-1, 1] units). Exactly `need` are returned:
+the passing candidates in random order, topped up, if too few pass, with the rejected ones the
+judge liked best (counted as `filled_with_rejected`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.classifier import SmallCNN
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    factor: int = 3  # candidates generated per image needed
+    min_prob: float = 0.5  # judge's probability of the intended class, at least
+    copy_fraction: float = 0.5  # near-copy: closer to a real image than this x typical NN gap
+
+
+@torch.no_grad()
+def judge_probabilities(judge: SmallCNN, images: torch.Tensor, cls: int) -> torch.Tensor:
+    """Probability the judge (member 0) gives class `cls`, per image: float [N] on the CPU."""
+    judge.eval()
+    dev = next(judge.parameters()).device
+    out = []
+    for start in range(0, len(images), 1024):
+        x = images[start : start + 1024].to(dev).float() / 127.5 - 1.0
+        out.append(judge(x.unsqueeze(0))[0].softmax(-1)[:, cls].cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def nearest_real_distance(candidates: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """RMS pixel distance in [-1, 1] units from each candidate to its nearest real image: [N]."""
+    a = candidates.flatten(1).float() / 127.5 - 1.0
+    b = real.flatten(1).float() / 127.5 - 1.0
+    d = torch.cat([torch.cdist(a[i : i + 1024], b).min(1).values for i in range(0, len(a), 1024)])
+    return d / a.shape[1] ** 0.5
+
+
+def typical_neighbour_gap(images: torch.Tensor, labels: torch.Tensor, limit: int = 2000) -> float:
+    """Median RMS distance from a real image to its nearest same-class neighbour."""
+    gaps = []
+    for c in labels.unique().tolist():
+        x = images[labels == c][:limit]
+        if len(x) < 2:
+            continue
+        f = x.flatten(1).float() / 127.5 - 1.0
+        d = torch.cdist(f, f)
+        d.fill_diagonal_(float("inf"))
+        gaps.append(d.min(1).values / f.shape[1] ** 0.5)
+    return float(torch.cat(gaps).median()) if gaps else 0.0
+
+
+def select(
+    candidates: torch.Tensor,
+    probs: torch.Tensor,
+    copy_distance: torch.Tensor,
+    need: int,
+    cfg: FilterConfig,
+    copy_threshold: float,
+    seed: int,
+) -> tuple[torch.Tensor, dict]:
+    """Exactly `need` images from the candidates, and the counts for the report."""
+    label_ok = probs >= cfg.min_prob
+    not_copy = copy_distance >= copy_threshold
+    passed = torch.nonzero(label_ok & not_copy).squeeze(1)
+    gen = torch.Generator().manual_seed(seed)
+    passed = passed[torch.randperm(len(passed), generator=gen)]
+    chosen = passed[:need]
+    filled = 0
+    if len(chosen) < need:  # too few passed: the best of the rest, by the judge's score
+        rest = torch.nonzero(~(label_ok & not_copy)).squeeze(1)
+        rest = rest[probs[rest].argsort(descending=True)]
+        filled = need - len(chosen)
+        chosen = torch.cat([chosen, rest[:filled]])
+    counts = {
+        "candidates": len(candidates),
+        "rejected_label": int((~label_ok).sum()),
+        "rejected_copy": int((label_ok & ~not_copy).sum()),
+        "passed": int(len(passed)),
+        "kept": need,
+        "filled_with_rejected": filled,
+        "min_prob": cfg.min_prob,
+        "copy_threshold": round(copy_threshold, 4),
+    }
+    return candidates[chosen], counts
