@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.augment import POLICIES
 from pipeline.config import PRESETS, RunConfig
 from pipeline.errors import DatasetError
 
@@ -46,6 +47,14 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, help="working side length in px (multiple of 4)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share without test/")
+    p.add_argument(
+        "--classifier-augment",
+        choices=POLICIES,
+        default="auto",
+        help="random transform of every classifier's training batches, the same for every "
+        "method: auto (= affine: rotation ±15°, scale 0.9-1.1, shift ±2 px), affine+flip "
+        "(adds mirror images: only where a mirror keeps the class), none",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -64,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         seed=args.seed,
         image_size=args.image_size,
         test_fraction=args.test_fraction,
+        classifier_augment=args.classifier_augment,
     ).validated()
 
 

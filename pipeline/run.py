@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveLimits
+from pipeline.augment import augmentation_for, augmentation_report
 from pipeline.balance import synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
@@ -115,6 +116,7 @@ def run_pipeline(
             for i, name in enumerate(ds.class_names)
         ],
         "target": target,
+        "classifier_augmentation": augmentation_report(cfg.classifier_augment),
         **assessed.sections,
         "gan": gan_info,
         "timings": timings,
@@ -166,6 +168,7 @@ def compare_classifiers(
         on_step=lambda i: progress("training_classifier", i / steps),
         step_every=cfg.progress_every,
         engine=cfg.engine,
+        augmentation=augmentation_for(cfg.classifier_augment),
     )
     progress("evaluating", 0.0)
     preds = predict(model, ds.test_images.to(device)).numpy()
