@@ -144,17 +144,25 @@ def format_report_table(report: dict) -> str:
         f"(test-set accuracy, mean over {seeds} seed(s), 95 % bootstrap interval in brackets; "
         f"{report['environment']['device']})"
     )
-    lines += _verdict_lines(report.get("comparisons", {}))
+    aug = report.get("classifier_augmentation")
+    if aug:
+        lines.append(aug["description"][0].upper() + aug["description"][1:] + ".")
+    lines += _verdict_lines(report.get("comparisons", {}), bool(aug) and aug["resolved"] != "none")
     return "\n".join(lines)
 
 
-def _verdict_lines(comparisons: dict) -> list[str]:
-    """One line per minority class and comparison: verdict, difference, interval, note."""
+def _verdict_lines(comparisons: dict, augmented: bool) -> list[str]:
+    """One line per minority class and comparison: verdict, difference, interval, note.
+
+    Oversampling first: the control the GAN has to beat (with augmentation on, random
+    oversampling + the same augmentation).
+    """
     if not comparisons:
         return []
     lines = ["", "Did the GAN help? (per-class accuracy, GAN minus the alternative)"]
+    control = "oversampling" + (" + augmentation" if augmented else "")
     for name, comp in comparisons.items():
-        for other, label in (("baseline", "baseline"), ("oversample", "oversampling")):
+        for other, label in (("oversample", control), ("baseline", "baseline")):
             d = comp.get(f"gan_vs_{other}")
             if d is None:
                 continue
@@ -163,6 +171,8 @@ def _verdict_lines(comparisons: dict) -> list[str]:
                 f"  class {name[:11]} vs {label}: {d['verdict']}, {_pts(d['difference'])} "
                 f"(95 % CI {_pts(lo)} to {_pts(hi)})"
             )
+            if other == "oversample" and d["verdict"] != "helped":
+                line += "; the GAN did not beat it"
             lines.append(line + (f"; {d['note']}" if d.get("note") else ""))
     return lines
 
