@@ -67,12 +67,15 @@ def pick_device(choice: str) -> torch.device:
 
 def run_pipeline(
     dataset_zip: Path,
-    out_dir: Path,
+    out_dir: Path | None,
     config: RunConfig,
     progress: ProgressFn | None = None,
     limits: ArchiveLimits | None = None,
 ) -> dict:
-    """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png."""
+    """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png.
+
+    out_dir None: return the report and write nothing (benchmarks, which need the figures only).
+    """
     cfg = config.resolved().validated()
     report_progress = _progress_reporter(progress)
     t0 = time.perf_counter()
@@ -124,7 +127,12 @@ def run_pipeline(
         "config": cfg.to_dict(),
     }
     report_progress("packaging", 0.0)
-    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits)
+    if out_dir is None:
+        timings["total_seconds"] = time.perf_counter() - t0
+    else:
+        write_outputs(
+            Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits
+        )
     report_progress("packaging", 1.0)
     return report
 
