@@ -107,8 +107,10 @@ def augment(x: torch.Tensor, aug: Augmentation) -> torch.Tensor:
         dim=1,
     )  # [N, 2, 3]
     grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-    # Pixels that come from outside the image copy the nearest edge pixel ("border"), which is
-    # the background on digit-like data (black there, white on scanned pages), whatever its
-    # colour. Zero padding would fill with 0, i.e. mid-grey in [-1, 1], a frame no real image
-    # has; "reflection" would mirror strokes into the frame, a flip that `affine` must not do.
+    # Pixels that come from outside the image copy the nearest edge pixel ("border"): on
+    # digit-like data that is the background, whatever its colour (black on MNIST, white on
+    # scanned pages), and on photos it is Keras' default fill. Zero padding would fill
+    # with 0, mid-grey in [-1, 1], a frame no real image has; a black fill would be wrong on
+    # light backgrounds; "reflection" mirrors strokes into the frame, a flip `affine` must not
+    # do. The cost: a stroke touching the edge is extended by up to the shift (a few px).
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

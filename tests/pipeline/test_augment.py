@@ -191,9 +191,13 @@ def test_augmentation_under_graph_engine():
         )  # fmt: skip
     torch.testing.assert_close(runs[1], runs[0], rtol=0.02, atol=0.02)
     x = asymmetric_batch().cuda()
-    graph = torch.cuda.CUDAGraph()
     out = torch.empty_like(x)
-    torch.cuda.synchronize()
+    side = torch.cuda.Stream()  # warm-up off the capturing stream, as PyTorch's docs ask
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        out.copy_(augment(x, Augmentation()))
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out.copy_(augment(x, Augmentation()))
     graph.replay()
