@@ -158,7 +158,8 @@ def lead_verdict(report: dict, name: str) -> dict | None:
         text = f"The GAN did not beat {control} on class {name}; it did worse: {figures}."
     else:
         text = f"The GAN did not beat {control} on class {name}: no clear difference, {figures}."
-    return {"text": text, "verdict": c["verdict"], "color": VERDICT_COLORS[c["verdict"]]}
+    color = VERDICT_COLORS[c["verdict"]]
+    return {"text": text, "verdict": c["verdict"], "color": color, "note": c.get("note")}
 
 
 def headline(report: dict) -> list[dict]:
