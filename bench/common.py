@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: where the MNIST digits come from, and a small table printer."""
+"""Shared by the benchmarks: where the digits come from, and a small table printer."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     from pipeline.demo import load_mnist_5k
 
     return load_mnist_5k()
+
+
+def load_sklearn_digits(size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 UCI digits (1,797, no download), upscaled bilinearly to
+    size x size and stretched from 0..16 to 0..255: (images uint8 [N, size, size], labels)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits as sklearn_digits  # dev extra only
+
+    data = sklearn_digits()
+    small = (data.images * (255 / 16)).round().astype(np.uint8)
+    big = [
+        np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+        for im in small
+    ]
+    return np.stack(big), data.target.astype(np.int64)
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:

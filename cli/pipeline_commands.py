@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.augment import POLICIES
 from pipeline.config import PRESETS, RunConfig
 from pipeline.errors import DatasetError
 
@@ -53,6 +54,14 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
         help="per-class: a GAN per minority class; transfer: variation learned from all classes;"
         " auto: transfer for classes under 50 images (default)",
     )
+    p.add_argument(
+        "--classifier-augment",
+        choices=POLICIES,
+        default="auto",
+        help="random transform of every classifier's training batches, the same for every "
+        "method: auto (= affine: rotation ±15°, scale 0.9-1.1, shift ±2 px), affine+flip "
+        "(adds mirror images: only where a mirror keeps the class), none",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -72,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         image_size=args.image_size,
         test_fraction=args.test_fraction,
         generator=args.generator,
+        classifier_augment=args.classifier_augment,
     ).validated()
 
 
@@ -142,17 +152,25 @@ def format_report_table(report: dict) -> str:
         f"(test-set accuracy, mean over {seeds} seed(s), 95 % bootstrap interval in brackets; "
         f"{report['environment']['device']})"
     )
-    lines += _verdict_lines(report.get("comparisons", {}))
+    aug = report.get("classifier_augmentation")
+    if aug:
+        lines.append(aug["description"][0].upper() + aug["description"][1:] + ".")
+    lines += _verdict_lines(report.get("comparisons", {}), bool(aug) and aug["resolved"] != "none")
     return "\n".join(lines)
 
 
-def _verdict_lines(comparisons: dict) -> list[str]:
-    """One line per minority class and comparison: verdict, difference, interval, note."""
+def _verdict_lines(comparisons: dict, augmented: bool) -> list[str]:
+    """One line per minority class and comparison: verdict, difference, interval, note.
+
+    Oversampling first: the control the GAN has to beat (with augmentation on, random
+    oversampling + the same augmentation).
+    """
     if not comparisons:
         return []
     lines = ["", "Did the GAN help? (per-class accuracy, GAN minus the alternative)"]
+    control = "oversampling" + (" + augmentation" if augmented else "")
     for name, comp in comparisons.items():
-        for other, label in (("baseline", "baseline"), ("oversample", "oversampling")):
+        for other, label in (("oversample", control), ("baseline", "baseline")):
             d = comp.get(f"gan_vs_{other}")
             if d is None:
                 continue
@@ -161,6 +179,8 @@ def _verdict_lines(comparisons: dict) -> list[str]:
                 f"  class {name[:11]} vs {label}: {d['verdict']}, {_pts(d['difference'])} "
                 f"(95 % CI {_pts(lo)} to {_pts(hi)})"
             )
+            if other == "oversample" and d["verdict"] != "helped":
+                line += "; the GAN did not beat it"
             lines.append(line + (f"; {d['note']}" if d.get("note") else ""))
     return lines
 

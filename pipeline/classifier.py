@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.augment import Augmentation, augment
 from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
 from pipeline.stacked import StackedLinear, flatten_members, to_channels
 
@@ -75,6 +76,7 @@ class ClassifierState:
     history: torch.Tensor  # float [steps, M]: training loss per member per step
     it: torch.Tensor  # int64 [1]: steps done, on the device
     batch: int
+    augmentation: Augmentation | None = None  # applied to every training batch of every member
 
     def __post_init__(self) -> None:
         m = self.pools.shape[0]
@@ -88,6 +90,8 @@ def classifier_step(st: ClassifierState) -> None:
     pick = (torch.rand(m, b, device=st.pools.device) * st.pool_sizes).long()
     idx = st.pools[st.rows, pick]
     x = st.images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S] in [-1, 1]
+    if st.augmentation is not None:  # each image of each member's batch transformed on its own
+        x = augment(x.flatten(0, 1), st.augmentation).view(x.shape)
     logits = st.model(x)  # [M, B, classes]
     loss = F.cross_entropy(logits.flatten(0, 1), st.labels[idx].flatten(), reduction="none")
     loss = loss.view(m, b).mean(1)  # [M]
@@ -111,6 +115,7 @@ def make_classifier_state(
     lr: float,
     seed: int,
     engine: str,
+    augmentation: Augmentation | None = None,
 ) -> ClassifierState:
     """M fresh SmallCNNs (members of one seed start alike), Adam and the loss history."""
     m = pools.shape[0]
@@ -130,6 +135,7 @@ def make_classifier_state(
         history=torch.zeros(steps, m, device=dev),
         it=torch.zeros(1, dtype=torch.long, device=dev),
         batch=batch,
+        augmentation=augmentation,
     )
 
 
@@ -147,6 +153,7 @@ def train_classifiers(
     on_step=None,
     step_every: int = 50,
     engine: str = "auto",
+    augmentation: Augmentation | None = None,
 ) -> SmallCNN:
     """Train M SmallCNNs, member m on images[pools[m, :pool_sizes[m]]].
 
@@ -155,12 +162,24 @@ def train_classifiers(
     pools:  int64 [M, Pmax] indices into images; pool_sizes: int64 [M]
     seeds_of: [M] seed index of each member; members sharing it start from the same weights
     engine: "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
+    augmentation: random transform of every training batch (pipeline/augment.py); None: none
 
     The returned model carries `loss_history`, float [steps, M] on the CPU.
     """
     engine = resolve_engine(engine, images.device)
     st = make_classifier_state(
-        images, labels, pools, pool_sizes, seeds_of, num_classes, steps, batch, lr, seed, engine
+        images,
+        labels,
+        pools,
+        pool_sizes,
+        seeds_of,
+        num_classes,
+        steps,
+        batch,
+        lr,
+        seed,
+        engine,
+        augmentation,
     )
     run_steps(lambda: classifier_step(st), steps, engine, images.device, on_step, step_every)
     st.model.loss_history = st.history.cpu()
@@ -169,7 +188,7 @@ def train_classifiers(
 
 @torch.no_grad()
 def predict(model: SmallCNN, images: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    """Predicted class of every image by every member: int64 [M, T] (CPU)."""
+    """Predicted class of every image by every member: int64 [M, T] (CPU). No augmentation."""
     model.eval()
     out = []
     for start in range(0, images.shape[0], batch):

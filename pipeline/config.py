@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from pipeline.augment import resolve_policy
+
 Preset = Literal["quick", "standard"]
 
 # Budgets per preset. quick: a CPU finishes the demo in about a minute. Its GAN takes many
@@ -63,6 +65,9 @@ class RunConfig:
     transfer_steps: int | None = None  # Adam steps of that fit (all pairs at once)
     classifier_batch: int = 64
     classifier_lr: float = 1e-3
+    # Random transform of every classifier training batch, the same for every method
+    # (pipeline/augment.py): "auto" (= "affine"), "none", "affine", "affine+flip".
+    classifier_augment: Literal["auto", "none", "affine", "affine+flip"] = "auto"
     progress_every: int = 50  # iterations between progress callbacks
 
     def resolved(self) -> RunConfig:
@@ -93,6 +98,7 @@ class RunConfig:
             )
         if self.engine not in ("auto", "eager", "graph"):
             raise ValueError(f"engine must be auto, eager or graph, got {self.engine!r}")
+        resolve_policy(self.classifier_augment)  # ValueError naming the allowed values
         checks = [
             ("target", self.target, 1, 1_000_000),
             ("gan_iterations", self.gan_iterations, 1, 1_000_000),

@@ -7,7 +7,8 @@ the same name with `_ci95` appended, as [lo, hi]:
     {"accuracy": 0.93, "accuracy_ci95": [0.91, 0.95],
      "balanced_accuracy": ..., "balanced_accuracy_ci95": [...],
      "macro_f1": ..., "macro_f1_ci95": [...],
-     "per_class": {"1": {"accuracy": 0.9, "accuracy_ci95": [...], "f1": ..., "f1_ci95": [...]}},
+     "per_class": {"1": {"accuracy": 0.9, "accuracy_ci95": [...], "precision": ...,
+                         "precision_ci95": [...], "f1": ..., "f1_ci95": [...]}},
      "confusion_matrix": [[...]], "seeds": 3, "per_seed": [...]}
 
 report["comparisons"][class] (minority classes only, see `compare_minority`):
@@ -22,7 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.metrics import confusion_matrix, per_class_f1, per_class_recall, summarize
+from pipeline.metrics import (
+    confusion_matrix,
+    per_class_f1,
+    per_class_precision,
+    per_class_recall,
+    summarize,
+)
 from pipeline.statistics import (
     DRAWS,
     LEVEL,
@@ -38,13 +45,22 @@ METHODS = ("baseline", "oversample", "gan")
 
 
 def evaluate_per_class(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
-    """One classifier's figures: overall, balanced accuracy, macro-F1, per class, confusion."""
+    """One classifier's figures: overall, balanced accuracy, macro-F1, per class, confusion.
+
+    Per class, "accuracy" is the recall (share of the class's test images classified right)
+    and "precision" the share of images predicted as the class that are of it (0 if none
+    were): a method can buy minority recall with precision.
+    """
     cm = confusion_matrix(y_true, y_pred, len(class_names))
-    recall, f1 = per_class_recall(cm), per_class_f1(cm)
+    recall, precision, f1 = per_class_recall(cm), per_class_precision(cm), per_class_f1(cm)
     return {
         **summarize(cm),
         "per_class": {
-            name: {"accuracy": _float(recall[i]), "f1": float(f1[i])}
+            name: {
+                "accuracy": _float(recall[i]),
+                "precision": float(precision[i]),
+                "f1": float(f1[i]),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": cm.tolist(),
@@ -86,11 +102,13 @@ def add_intervals(
         for key in ("accuracy", "balanced_accuracy", "macro_f1"):
             figures[f"{key}_ci95"] = _interval(getattr(d, key))
         acc, f1 = percentile_interval(d.per_class_accuracy), percentile_interval(d.per_class_f1)
+        precision = percentile_interval(d.per_class_precision)
         point = np.array([_nan(figures["per_class"][c]["accuracy"]) for c in class_names])
         wilson = wilson_interval(point, np.array(test_counts))
         acc = np.stack([np.fmin(acc[0], wilson[0]), np.fmax(acc[1], wilson[1])])
         for i, name in enumerate(class_names):
             figures["per_class"][name]["accuracy_ci95"] = _pair(acc[:, i])
+            figures["per_class"][name]["precision_ci95"] = _pair(precision[:, i])
             figures["per_class"][name]["f1_ci95"] = _pair(f1[:, i])
 
 
@@ -190,7 +208,10 @@ def _interval(values: np.ndarray) -> list[float | None]:
 
 
 def _pair(bounds: np.ndarray) -> list[float | None]:
-    return [_float(round(float(b), 4)) for b in bounds]
+    """[lo, hi] to 4 decimals, rounded outwards: an interval that ends at its point estimate
+    (e.g. 1/3 when every seed and draw agrees) must still contain the unrounded point."""
+    lo, hi = (round(float(b) * 1e4, 6) for b in bounds)  # 6: drop float noise like 9499.9999
+    return [_float(np.floor(lo) / 1e4), _float(np.ceil(hi) / 1e4)]
 
 
 def _nan(x: float | None) -> float:
@@ -211,7 +232,10 @@ def _mean_over_seeds(runs: list[dict], class_names: list[str]) -> dict:
         "balanced_accuracy": mean([r["balanced_accuracy"] for r in runs]),
         "macro_f1": mean([r["macro_f1"] for r in runs]),
         "per_class": {
-            c: {k: mean([r["per_class"][c][k] for r in runs]) for k in ("accuracy", "f1")}
+            c: {
+                k: mean([r["per_class"][c][k] for r in runs])
+                for k in ("accuracy", "precision", "f1")
+            }
             for c in class_names
         },
         "confusion_matrix": np.mean([r["confusion_matrix"] for r in runs], axis=0)

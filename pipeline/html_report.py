@@ -72,6 +72,8 @@ def context(
         "methods": methods,
         "minority": minority,
         "headline": headline(report),
+        "augmentation": augmentation_sentence(report),
+        "method_notes": method_notes(report),
         "charts": {
             "accuracy": accuracy_chart(report),
             "differences": difference_chart(report) if minority else None,
@@ -106,8 +108,64 @@ def num(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
 
 
+def augmented(report: dict) -> bool:
+    """Whether the classifiers were trained with augmentation (older reports: no record)."""
+    return report.get("classifier_augmentation", {}).get("resolved", "none") != "none"
+
+
+def augmentation_sentence(report: dict) -> str | None:
+    """'Every classifier was trained with random rotation ±15°, ...' (None for old reports)."""
+    aug = report.get("classifier_augmentation")
+    if not aug:
+        return None
+    text = aug["description"][0].upper() + aug["description"][1:]
+    if aug["policy"] != aug["resolved"]:
+        text += f" (policy {aug['policy']}: {aug['resolved']})"
+    return text + "."
+
+
+def control_name(report: dict) -> str:
+    """What the method `oversample` is, in words."""
+    if augmented(report):
+        return "random oversampling + the same augmentation"
+    return "random oversampling"
+
+
+def method_notes(report: dict) -> list[tuple[str, str]]:
+    """(method, what its classifier was trained on), one per method."""
+    same = " with the same augmentation" if augmented(report) else ""
+    return [
+        ("baseline", f"the real images{same}"),
+        (
+            "oversample",
+            f"the real images with minority images repeated at random up to "
+            f"{report.get('target')} per class{same} ({control_name(report)})",
+        ),
+        ("gan", f"the real images plus the generated ones{same}"),
+    ]
+
+
+def lead_verdict(report: dict, name: str) -> dict | None:
+    """The comparison the report leads with: GAN against oversampling, said plainly."""
+    c = report["comparisons"][name].get("gan_vs_oversample")
+    if c is None:
+        return None
+    lo, hi = c["difference_ci95"]
+    figures = f"{points(c['difference'])} (95 % CI {points(lo)} to {points(hi)})"
+    control = control_name(report)
+    if c["verdict"] == "helped":
+        text = f"The GAN beat {control} on class {name}: {figures}."
+    elif c["verdict"] == "hurt":
+        text = f"The GAN did not beat {control} on class {name}; it did worse: {figures}."
+    else:
+        text = f"The GAN did not beat {control} on class {name}: no clear difference, {figures}."
+    color = VERDICT_COLORS[c["verdict"]]
+    return {"text": text, "verdict": c["verdict"], "color": color, "note": c.get("note")}
+
+
 def headline(report: dict) -> list[dict]:
-    """Per minority class: counts, accuracy per method with its interval, and the verdicts."""
+    """Per minority class: the GAN vs oversampling verdict first, counts, accuracy (and
+    precision) per method with intervals, and the verdicts behind them."""
     counts = {c["name"]: c for c in report["classes"]}
     lines = verdict_lines(report)
     out = []
@@ -121,9 +179,11 @@ def headline(report: dict) -> list[dict]:
                         "method": METHOD_LABELS.get(m, m),
                         "acc": f["per_class"][name]["accuracy"],
                         "ci": f["per_class"][name].get("accuracy_ci95"),
+                        "precision": f["per_class"][name].get("precision"),
                     }
                     for m, f in report["methods"].items()
                 ],
+                "lead": lead_verdict(report, name),
                 "verdicts": [v for v in lines if v["cls"] == name],
             }
         )
@@ -131,10 +191,13 @@ def headline(report: dict) -> list[dict]:
 
 
 def verdict_lines(report: dict) -> list[dict]:
-    """One entry per (minority class, comparison): the verdict and the figure behind it."""
+    """One entry per (minority class, comparison): the verdict and the figure behind it.
+
+    Oversampling first: it is the control the GAN has to beat to be worth its cost.
+    """
     lines = []
     for name, comp in report.get("comparisons", {}).items():
-        for other in ("baseline", "oversample"):
+        for other in ("oversample", "baseline"):
             c = comp.get(f"gan_vs_{other}")
             if c is None:
                 continue
@@ -142,7 +205,8 @@ def verdict_lines(report: dict) -> list[dict]:
             lines.append(
                 {
                     "cls": name,
-                    "against": "oversampling" if other == "oversample" else other,
+                    "other": other,
+                    "against": control_name(report) if other == "oversample" else other,
                     "verdict": c["verdict"],
                     "color": VERDICT_COLORS[c["verdict"]],
                     "detail": f"{points(c['difference'])} (95 % CI {points(lo)} to {points(hi)})",
@@ -198,12 +262,7 @@ def accuracy_chart(report: dict) -> str:
 def difference_chart(report: dict) -> str:
     """GAN minus baseline / oversampling per minority class, with intervals and the zero line."""
     rows = verdict_lines(report)
-    raw = [
-        report["comparisons"][r["cls"]][
-            "gan_vs_" + ("oversample" if r["against"] == "oversampling" else "baseline")
-        ]
-        for r in rows
-    ]
+    raw = [report["comparisons"][r["cls"]][f"gan_vs_{r['other']}"] for r in rows]
     fig = Figure(figsize=(6.5, 0.45 * len(rows) + 1.2))
     ax = fig.subplots()
     y = np.arange(len(rows))[::-1]
@@ -212,7 +271,10 @@ def difference_chart(report: dict) -> str:
         ax.plot([100 * lo, 100 * hi], [yi, yi], color=r["color"], lw=2)
         ax.plot(100 * _nan(c["difference"]), yi, "o", color=r["color"])
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [f"class {r['cls']}: GAN vs {r['against']}" for r in rows])
+    short = {"oversample": "oversampling" + (" + aug." if augmented(report) else "")}
+    ax.set_yticks(
+        y, [f"class {r['cls']}: GAN vs {short.get(r['other'], r['other'])}" for r in rows]
+    )
     ax.set_xlabel("difference in class accuracy (percentage points, 95 % CI)")
     ax.grid(axis="x", alpha=0.3)
     return png_data_uri(fig)

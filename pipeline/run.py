@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveLimits
+from pipeline.augment import augmentation_for, augmentation_report
 from pipeline.balance import synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
@@ -66,12 +67,15 @@ def pick_device(choice: str) -> torch.device:
 
 def run_pipeline(
     dataset_zip: Path,
-    out_dir: Path,
+    out_dir: Path | None,
     config: RunConfig,
     progress: ProgressFn | None = None,
     limits: ArchiveLimits | None = None,
 ) -> dict:
-    """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png."""
+    """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png.
+
+    out_dir None: return the report and write nothing (benchmarks, which need the figures only).
+    """
     cfg = config.resolved().validated()
     report_progress = _progress_reporter(progress)
     t0 = time.perf_counter()
@@ -115,6 +119,7 @@ def run_pipeline(
             for i, name in enumerate(ds.class_names)
         ],
         "target": target,
+        "classifier_augmentation": augmentation_report(cfg.classifier_augment),
         **assessed.sections,
         "gan": gan_info,
         "timings": timings,
@@ -122,7 +127,12 @@ def run_pipeline(
         "config": cfg.to_dict(),
     }
     report_progress("packaging", 0.0)
-    write_outputs(Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits)
+    if out_dir is None:
+        timings["total_seconds"] = time.perf_counter() - t0
+    else:
+        write_outputs(
+            Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits
+        )
     report_progress("packaging", 1.0)
     return report
 
@@ -166,6 +176,7 @@ def compare_classifiers(
         on_step=lambda i: progress("training_classifier", i / steps),
         step_every=cfg.progress_every,
         engine=cfg.engine,
+        augmentation=augmentation_for(cfg.classifier_augment),
     )
     progress("evaluating", 0.0)
     preds = predict(model, ds.test_images.to(device)).numpy()

@@ -38,6 +38,7 @@ class MethodDraws:
     """One method's figures in every bootstrap draw (draws along axis 0)."""
 
     per_class_accuracy: np.ndarray  # [B, K], nan for a class without test images
+    per_class_precision: np.ndarray  # [B, K], 0 for a class never predicted
     per_class_f1: np.ndarray  # [B, K]
     accuracy: np.ndarray  # [B]
     balanced_accuracy: np.ndarray  # [B]
@@ -172,6 +173,7 @@ def _figures(cm: np.ndarray) -> dict[str, np.ndarray]:
         n_present = present.sum(-1)
         return {
             "per_class_accuracy": recall,
+            "per_class_precision": precision,
             "per_class_f1": f1,
             "accuracy": diag.sum(-1) / np.maximum(support.sum(-1), 1),
             "balanced_accuracy": np.nansum(recall, -1) / n_present,

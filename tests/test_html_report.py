@@ -120,3 +120,77 @@ def test_cli_table_shows_intervals_and_verdicts(run):
     assert "Did the GAN help?" in table
     verdict = report["comparisons"]["1"]["gan_vs_baseline"]["verdict"]
     assert f"class 1 vs baseline: {verdict}" in table
+    assert "class 1 vs oversampling + augmentation:" in table
+
+
+def test_html_states_augmentation_and_leads_with_oversampling(run):
+    out, report = run
+    html = (out / "report.html").read_text()
+    assert report["classifier_augmentation"]["resolved"] == "affine"
+    assert (
+        "Every classifier was trained with random rotation ±15°, scale 0.9–1.1, shift ±2 px" in html
+    )
+    assert "random oversampling + the same augmentation" in html
+    # The GAN-vs-oversampling sentence comes before any other verdict on the page.
+    d = report["comparisons"]["1"]["gan_vs_oversample"]
+    lead = "The GAN beat" if d["verdict"] == "helped" else "The GAN did not beat"
+    assert lead in html
+    assert html.index(lead) < html.index("GAN vs baseline")
+    assert "Precision:" in html
+
+
+def _comparison_report(verdict: str, policy: str) -> dict:
+    from pipeline.augment import augmentation_report
+
+    figures = {
+        "accuracy": 0.8,
+        "balanced_accuracy": 0.8,
+        "macro_f1": 0.8,
+        "per_class": {n: {"accuracy": 0.8, "precision": 0.7, "f1": 0.75} for n in ("1", "2")},
+        "confusion_matrix": [[8, 2], [2, 8]],
+    }
+    diff = {"difference": 0.1 if verdict == "helped" else -0.01, "verdict": verdict}
+    diff |= {"difference_ci95": [0.05, 0.15] if verdict == "helped" else [-0.05, 0.03]}
+    return {
+        "dataset": {"name": "x.zip", "image_size": [8, 8], "channels": 1, "test_source": "split"},
+        "classes": [
+            {"name": "1", "train_count": 3, "synthetic_count": 7, "test_count": 10},
+            {"name": "2", "train_count": 10, "synthetic_count": 0, "test_count": 10},
+        ],
+        "target": 10,
+        "classifier_augmentation": augmentation_report(policy),
+        "methods": {m: figures for m in ("baseline", "oversample", "gan")},
+        "comparisons": {
+            "1": {"test_count": 10, "gan_vs_baseline": diff, "gan_vs_oversample": diff}
+        },
+        "gan": {},
+        "timings": {},
+        "environment": {"device": "cpu"},
+        "quality": {},
+        "config": {"classifier_augment": policy},
+    }
+
+
+@pytest.mark.parametrize(
+    ("verdict", "policy", "sentence"),
+    [
+        ("helped", "auto", "The GAN beat random oversampling + the same augmentation on class 1"),
+        (
+            "no clear difference",
+            "affine+flip",
+            "The GAN did not beat random oversampling + the same augmentation on class 1",
+        ),
+        ("hurt", "none", "The GAN did not beat random oversampling on class 1; it did worse"),
+    ],
+)
+def test_lead_verdict_says_plainly_whether_gan_beat_oversampling(verdict, policy, sentence):
+    report = _comparison_report(verdict, policy)
+    html = render_html(report)
+    assert sentence in html
+    if policy == "none":
+        assert "Every classifier was trained without augmentation." in html
+        assert "same augmentation" not in html
+    if policy == "affine+flip":
+        assert "horizontal flips" in html and "(policy affine+flip" not in html
+    table = format_report_table(report)
+    assert ("the GAN did not beat it" in table) == (verdict != "helped")

@@ -97,6 +97,8 @@ function collectConfig() {
   const config = {};
   const preset = $("opt-preset").value;
   if (preset) config.preset = preset;
+  const augment = $("opt-classifier_augment").value;
+  if (augment) config.classifier_augment = augment;
   for (const name of [...INT_OPTIONS, ...FLOAT_OPTIONS]) {
     const raw = $(`opt-${name}`).value.trim();
     if (raw === "") continue;

@@ -27,7 +27,13 @@ pytestmark = [
 ]
 
 # Tiny iteration counts: the job takes seconds, not the minutes of a real preset.
-OPTIONS = {"opt-preset": "quick", "opt-gan_iterations": "10", "opt-epochs": "1", "opt-seeds": "1"}
+OPTIONS = {
+    "opt-preset": "quick",
+    "opt-gan_iterations": "10",
+    "opt-epochs": "1",
+    "opt-seeds": "1",
+    "opt-classifier_augment": "none",
+}
 FINISHED = {"succeeded", "failed", "canceled"}
 JOB_TIMEOUT_S = 240
 UI_TIMEOUT_S = 30
@@ -103,6 +109,8 @@ def check_report(driver: WebDriver) -> None:
     table = wait(driver).until(EC.presence_of_element_located((By.ID, "per-class-table")))
     body_text = table.text
     assert all(name in body_text for name in CLASS_SIZES), body_text
+    # The page's augmentation choice reached the job.
+    assert "trained without augmentation" in driver.find_element(By.ID, "augmentation").text
     widths = wait(driver).until(
         lambda d: (
             (

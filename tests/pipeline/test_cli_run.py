@@ -61,6 +61,12 @@ def test_report_fields(gray_run):
     assert set(report["gan"]) == {"b", "c"} and report["gan"]["c"]["iterations"] == 30
     assert report["timings"]["total_seconds"] > 0 and "torch" in report["environment"]
     assert report["config"]["gan_iterations"] == 30
+    # Augmentation is on by default, and the report says which policy "auto" meant.
+    assert report["config"]["classifier_augment"] == "auto"
+    aug = report["classifier_augmentation"]
+    assert aug["resolved"] == "affine" and aug["rotation_degrees"] == 15.0
+    for m in report["methods"].values():
+        assert all(0 <= c["precision"] <= 1 for c in m["per_class"].values())
 
 
 def test_balanced_zip_counts_and_manifest(gray_run):
@@ -123,6 +129,23 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, files, message):
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_classifier_augment_none_is_recorded(tmp_path):
+    dataset = write_zip(tmp_path / "d.zip", class_folder_files({"a": 12, "b": 4}))
+    out = tmp_path / "o"
+    proc = balancer("run", str(dataset), "--out", str(out), *FAST, "--classifier-augment", "none")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["classifier_augment"] == "none"
+    assert report["classifier_augmentation"] == {
+        "policy": "none",
+        "resolved": "none",
+        "description": "every classifier was trained without augmentation",
+    }
+    assert "trained without augmentation" in (out / "report.html").read_text()
+    bad = balancer("run", str(dataset), "--out", str(out), "--classifier-augment", "flip")
+    assert bad.returncode == 2 and "--classifier-augment: invalid choice" in bad.stderr
 
 
 def test_bad_option_is_a_clear_error(tmp_path):

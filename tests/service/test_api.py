@@ -60,12 +60,13 @@ def test_health(service: Service) -> None:
 
 
 def test_upload_poll_and_download(service: Service, dataset_zip: bytes) -> None:
-    resp = submit(service, dataset_zip, QUICK)
+    resp = submit(service, dataset_zip, {**QUICK, "classifier_augment": "affine+flip"})
     assert resp.status_code == 202, resp.text
     created = resp.json()
     assert resp.headers["location"] == f"/v1/jobs/{created['id']}"
     assert created["status"] == "queued"
     assert created["config"]["gan_iterations"] == 20
+    assert created["config"]["classifier_augment"] == "affine+flip"
 
     job = wait_for(service, created["id"], lambda j: j["status"] in FINISHED)
     assert job["status"] == "succeeded", (job, service.log_tail())
@@ -78,6 +79,7 @@ def test_upload_poll_and_download(service: Service, dataset_zip: bytes) -> None:
     classes = {c["name"]: c for c in report["classes"]}
     assert set(classes) == set(CLASS_SIZES)
     assert set(report["methods"]) == {"baseline", "oversample", "gan"}
+    assert report["classifier_augmentation"]["horizontal_flip"] is True
 
     rows = service.client.get(f"{base}/classes").json()
     assert len(rows) == len(CLASS_SIZES) * 3
@@ -132,6 +134,8 @@ def test_bad_config_is_rejected(service: Service, dataset_zip: bytes) -> None:
     assert "JSON" in assert_problem(resp, 422)["detail"]
     assert "epochs" in assert_problem(submit(service, dataset_zip, {"epochs": 0}), 422)["detail"]
     assert "colour" in assert_problem(submit(service, dataset_zip, {"colour": 1}), 422)["detail"]
+    bad = assert_problem(submit(service, dataset_zip, {"classifier_augment": "rotate"}), 422)
+    assert "classifier_augment must be one of auto, none, affine, affine+flip" in bad["detail"]
 
 
 def test_missing_dataset_is_a_validation_problem(service: Service) -> None:
