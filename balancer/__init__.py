@@ -1,16 +1,25 @@
 """gan-balancer from Python: `from balancer import GANOverSampler, Client, run`.
 
-GANOverSampler (needs the imblearn extra) and Client (httpx) are imported on first use, so
-`import balancer` stays light and works without either.
+GANOverSampler (needs the imblearn extra) and the client's names (httpx) are imported on
+first use, so `import balancer` stays light and works without either.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GANOverSampler", "Client", "run"]
+# name -> the module that defines it, imported when the name is first asked for
+_LAZY = {
+    "GANOverSampler": "balancer.sampler",
+    "Client": "balancer.client",
+    "Job": "balancer.client",
+    "ServiceError": "balancer.client",
+    "ServiceUnreachable": "balancer.client",
+}
+__all__ = ["run", *_LAZY]
 
 
 def run(
@@ -32,15 +41,9 @@ def run(
 
 
 def __getattr__(name: str) -> Any:
-    if name == "GANOverSampler":
-        from balancer.sampler import GANOverSampler
-
-        return GANOverSampler
-    if name == "Client":
-        from balancer.client import Client
-
-        return Client
-    raise AttributeError(f"module 'balancer' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'balancer' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 def __dir__() -> list[str]:
