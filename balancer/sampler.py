@@ -33,9 +33,17 @@ from pipeline.run import pick_device
 
 
 def generator_choices() -> tuple[str, ...]:
-    """The generator names RunConfig accepts; this pipeline's only one is per-class GANs."""
+    """The generator names RunConfig's Literal lists (() if it types them as a plain str).
+
+    Without a generator option the pipeline has one generator, per-class GANs.
+    """
     hint = get_type_hints(RunConfig).get("generator")
     return get_args(hint) if hint is not None else ("auto", "per-class")
+
+
+def _generator_constraint() -> list:
+    choices = generator_choices()
+    return [StrOptions(set(choices))] if choices else [str]  # str: RunConfig.validated checks
 
 
 class GANOverSampler(BaseOverSampler):
@@ -76,7 +84,7 @@ class GANOverSampler(BaseOverSampler):
 
     _parameter_constraints: dict = {
         **BaseOverSampler._parameter_constraints,
-        "generator": [StrOptions(set(generator_choices()))],
+        "generator": _generator_constraint(),
         "gan_iterations": [Interval(numbers.Integral, 1, 1_000_000, closed="both"), None],
         "preset": [StrOptions({"auto", *PRESETS})],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
