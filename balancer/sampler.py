@@ -80,6 +80,10 @@ class GANOverSampler(BaseOverSampler):
     working_size_ : int
     gan_info_ : dict
         The pipeline's report section per generated class (iterations, seconds, losses).
+    n_features_in_ : int
+        Values per row of X (H * W * C for image-shaped X).
+    feature_names_in_ : ndarray
+        Column names, when X was a DataFrame.
     """
 
     _parameter_constraints: dict = {
