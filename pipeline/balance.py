@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from pipeline.augment import augmentation_for
 from pipeline.classifier import SmallCNN, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset
@@ -194,7 +195,7 @@ def train_judge(ds: ImageDataset, cfg: RunConfig, device: torch.device) -> Small
     """A SmallCNN on the real training images, minority classes oversampled to the largest.
 
     Oversampled so it does not call every doubtful image a majority class; trained like the
-    compared classifiers (same epochs, batch, learning rate), one member.
+    compared classifiers (same epochs, batch, learning rate, augmentation), one member.
     """
     t = time.perf_counter()
     labels = ds.train_labels.numpy()
@@ -219,6 +220,7 @@ def train_judge(ds: ImageDataset, cfg: RunConfig, device: torch.device) -> Small
         lr=cfg.classifier_lr,
         seed=cfg.seed + 7,
         engine=cfg.engine,
+        augmentation=augmentation_for(cfg.classifier_augment),
     )
     judge.train_seconds = time.perf_counter() - t
     return judge
