@@ -52,7 +52,7 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
         choices=["auto", "per-class", "transfer"],
         default="auto",
         help="per-class: a GAN per minority class; transfer: variation learned from all classes;"
-        " auto: transfer for classes under 50 images (default)",
+        " auto: transfer for classes under 10 images (default)",
     )
     p.add_argument(
         "--classifier-augment",
