@@ -38,6 +38,31 @@ def load_sklearn_digits(size: int = 28) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(big), data.target.astype(np.int64)
 
 
+PHOTO_TILE = 24  # px: tiles are worked on at 28 x 28 (inputs up to 32 px)
+
+
+def load_photo_tiles() -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping 24x24 RGB tiles of three photos that ship in packages (no download):
+    0 = scikit-learn's china.jpg, 1 = its flower.jpg, 2 = matplotlib's grace_hopper.jpg.
+    (images uint8 [N, 24, 24, 3], labels [N]): 442, 442 and 525 tiles. Non-overlapping, so
+    no pixel of a test tile is in a training tile."""
+    import matplotlib.cbook as cbook
+    from PIL import Image
+    from sklearn.datasets import load_sample_images  # dev extra only
+
+    photos = list(load_sample_images().images)
+    hopper = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    photos.append(np.asarray(Image.open(hopper).convert("RGB")))
+    tiles, labels = [], []
+    t = PHOTO_TILE
+    for label, photo in enumerate(photos):
+        h, w = (photo.shape[0] // t) * t, (photo.shape[1] // t) * t
+        blocks = photo[:h, :w].reshape(h // t, t, w // t, t, 3).swapaxes(1, 2).reshape(-1, t, t, 3)
+        tiles.append(blocks)
+        labels.append(np.full(len(blocks), label))
+    return np.concatenate(tiles).astype(np.uint8), np.concatenate(labels).astype(np.int64)
+
+
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 

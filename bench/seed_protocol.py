@@ -5,6 +5,9 @@ Datasets (--dataset):
            and 3, k of 1, 200 test images per class.
   digits8  scikit-learn's bundled 8x8 handwritten digits (UCI, no download), upscaled to 28 px:
            digits 1/2/3/7, 90 training images each of 2, 3 and 7, k of 1, 80 test per class.
+  photos   RGB: non-overlapping 24x24 tiles of three photos shipped in packages (scikit-learn's
+           china.jpg and flower.jpg, matplotlib's grace_hopper.jpg): which photo is a tile
+           from? 200 training tiles of china and grace_hopper, k of flower, 150 test each.
 
 One draw = one seed d: a different draw of the k minority (and majority) training images and
 of the test images, the GAN seed and the classifier seeds. Within a draw the test images and
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import format_table, load_digits, load_sklearn_digits  # noqa: E402
+from bench.common import format_table, load_digits, load_photo_tiles, load_sklearn_digits  # noqa: E402
 from pipeline.augment import POLICIES  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
@@ -62,6 +65,7 @@ PROTOCOLS = {
     "digits8": Protocol(
         load_sklearn_digits, minority=1, majority={2: 90, 3: 90, 7: 90}, test_per_class=80
     ),
+    "photos": Protocol(load_photo_tiles, minority=1, majority={0: 200, 2: 200}, test_per_class=150),
 }
 # (figure name in a row, heading): minority figures are of the minority class
 FIGURES = (
