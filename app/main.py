@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.auth import UploadGate
 from app.db import make_engine, make_sessionmaker
@@ -22,6 +23,7 @@ classifier trained on the original, an oversampled and the GAN-balanced data.
 Errors are `application/problem+json` (RFC 9457).
 """
 
+DOCS_ASSETS_URL = "/static/docs"
 TAGS = [
     {"name": "jobs", "description": "Balancing jobs: upload, follow, fetch results, cancel."},
     {"name": "health", "description": "Liveness and readiness probes."},
@@ -31,11 +33,17 @@ TAGS = [
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI, ReDoc and their favicon from this service (files of
+    # the fastapi-offline package, under DOCS_ASSETS_URL), never from a CDN: they work
+    # offline and tell no third party who reads them.
+    app = FastAPIOffline(
         title="GAN class balancer",
         version="0.1.0",
         description=DESCRIPTION,
         openapi_tags=TAGS,
+        static_url=DOCS_ASSETS_URL,
+        # Swagger UI would otherwise send the schema's URL to validator.swagger.io for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
         lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (app/sweeper.py)
     )
     engine = make_engine(settings.database_url)
