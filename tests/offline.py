@@ -12,6 +12,7 @@ NOT_FETCHED = ("xmlns",)
 # Quoted absolute paths and URLs in scripts: '/openapi.json', "https://cdn...".
 SCRIPT_URL = re.compile(r"""["'`]((?:[a-z][a-z0-9+.-]*:)?//[^"'`\s]+|/[^/"'`\s][^"'`\s]*)["'`]""")
 CSS_URL = re.compile(r"""url\(\s*["']?([^"')\s]+)|@import\s+["']([^"']+)""")
+URL_ATTRIBUTES = {"src", "href", "action", "formaction", "poster", "data", "spec-url"}
 INLINE_SCHEMES = ("data:", "blob:", "about:", "javascript:", "#")
 
 
@@ -30,7 +31,7 @@ class _Urls(HTMLParser):
                 self.urls += [part.split()[0] for part in value.split(",") if part.strip()]
             elif name == "style":
                 self.urls += css_urls(value)
-            elif _looks_like_url(value):
+            elif name in URL_ATTRIBUTES or _looks_like_url(value):
                 self.urls.append(value.strip())
 
     def handle_endtag(self, tag: str) -> None:
