@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 
 from app.auth import UploadGate
 from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
 from app.routes import events, health, jobs
+from app.routes.docs import mount_docs
 from app.routes.web import mount_web
 from app.settings import Settings, get_settings
 from app.sweeper import lifespan as sweeper_lifespan
@@ -23,7 +23,6 @@ classifier trained on the original, an oversampled and the GAN-balanced data.
 Errors are `application/problem+json` (RFC 9457).
 """
 
-DOCS_ASSETS_URL = "/static/docs"
 TAGS = [
     {"name": "jobs", "description": "Balancing jobs: upload, follow, fetch results, cancel."},
     {"name": "health", "description": "Liveness and readiness probes."},
@@ -33,17 +32,13 @@ TAGS = [
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.ensure_dirs()
-    # /docs and /redoc load Swagger UI, ReDoc and their favicon from this service (files of
-    # the fastapi-offline package, under DOCS_ASSETS_URL), never from a CDN: they work
-    # offline and tell no third party who reads them.
-    app = FastAPIOffline(
+    app = FastAPI(
         title="GAN class balancer",
         version="0.1.0",
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        static_url=DOCS_ASSETS_URL,
-        # Swagger UI would otherwise send the schema's URL to validator.swagger.io for a badge.
-        swagger_ui_parameters={"validatorUrl": None},
+        docs_url=None,  # /docs and /redoc: app/routes/docs.py, with no CDN
+        redoc_url=None,
         lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (app/sweeper.py)
     )
     engine = make_engine(settings.database_url)
@@ -58,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    mount_docs(app)  # before mount_web: its /static mount would take /static/docs
     mount_web(app)
     install_problem_handlers(app)
     return app

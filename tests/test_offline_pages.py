@@ -58,6 +58,10 @@ def test_docs_load_swagger_ui_redoc_and_a_favicon_from_here(client: TestClient) 
     assert "/openapi.json" in docs and "/openapi.json" in redoc
     # Swagger UI would send the schema's URL to validator.swagger.io for a badge.
     assert '"validatorUrl": null' in client.get("/docs").text
+    # And the browser is told to load nothing from elsewhere (ReDoc's code asks for a logo).
+    for path in ("/docs", "/redoc", "/"):
+        csp = client.get(path).headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "http" not in csp and "*" not in csp, path
 
 
 def test_the_checker_sees_external_urls() -> None:
