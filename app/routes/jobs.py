@@ -22,8 +22,9 @@ from app.storage import UploadTooLarge, delete_job_files, out_dir, save_upload, 
 from pipeline.config import RunConfig
 from worker.celery_app import enqueue_job
 
-# Every route here needs an API key and sees only its owner's jobs.
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
+# Every route here needs an API key and sees only its owner's jobs; any of them answers 503
+# while the database is unreachable (app/problems.py).
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 503))
 
 # A string, not uuid.UUID: an id that cannot exist is "not found" (404), not a 422.
 JobId = Annotated[

@@ -132,3 +132,10 @@ def test_allow_lists_every_method_of_the_path(service: Service) -> None:
         assert resp.status_code == 405, (method, path, resp.text)
         assert resp.headers["allow"] == allowed, (method, path)
         assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_job_route_documents_401_and_503(doc: dict) -> None:
+    """Any of them answers 401 without a key and 503 while the database is unreachable."""
+    for path, method, op in operations(doc):
+        if path.startswith("/v1/jobs"):
+            assert {"401", "503"} <= set(op["responses"]), (method, path)
