@@ -184,8 +184,10 @@ class UploadGate:
 
     def _refusal(self, request: Request) -> Response | None:
         state = request.app.state
-        key = request_key(request.headers.get("authorization"), request.headers.get(API_KEY_HEADER))
         try:
+            key = request_key(
+                request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
+            )
             with state.sessionmaker() as session:
                 owner = authenticate(session, key) if key else None
                 if owner is None:
@@ -201,11 +203,18 @@ class UploadGate:
 
 
 def request_key(authorization: str | None, api_key: str | None) -> str | None:
-    """The key from `Authorization: Bearer <key>`, else from X-API-Key."""
+    """The key from `Authorization: Bearer <key>` or X-API-Key. Two different keys are a 401:
+    which of them the client meant would be a guess (found by fuzzing: a bad X-API-Key next
+    to a good bearer key was accepted)."""
     scheme, _, credentials = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return api_key or None
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    challenge = {"WWW-Authenticate": 'Bearer error="invalid_request"'}
+    if api_key is not None and not api_key.strip():
+        raise HTTPException(401, "the X-API-Key header is empty", challenge)
+    if bearer and api_key and api_key != bearer:
+        detail = "two different API keys (Authorization and X-API-Key): send one"
+        raise HTTPException(401, detail, challenge)
+    return bearer or api_key or None
 
 
 def _problem(request: Request, exc: HTTPException | ProblemError) -> Response:

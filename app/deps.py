@@ -10,7 +10,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
-from app.auth import api_key_scheme, authenticate, bearer_scheme, request_key, unauthorized
+from app.auth import (
+    API_KEY_HEADER,
+    api_key_scheme,
+    authenticate,
+    bearer_scheme,
+    request_key,
+    unauthorized,
+)
 from app.settings import Settings
 
 
@@ -33,12 +40,15 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
 def get_current_owner(
+    request: Request,
     session: SessionDep,
+    # The schemes document the two headers; the headers are read as sent (an empty one too).
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> str:
-    """The owner of the request's API key (Bearer first, then X-API-Key); 401 without one."""
-    key = request_key(bearer and f"Bearer {bearer.credentials}", api_key)
+    """The owner of the request's API key (Bearer or X-API-Key); 401 without one."""
+    headers = request.headers
+    key = request_key(headers.get("authorization"), headers.get(API_KEY_HEADER))
     owner = authenticate(session, key) if key else None
     if owner is None:
         raise unauthorized(key_sent=bool(key))

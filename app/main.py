@@ -9,6 +9,7 @@ from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
 from app.problems import install_problem_handlers
 from app.routes import events, health, jobs
+from app.routes.docs import mount_docs
 from app.routes.web import mount_web
 from app.settings import Settings, get_settings
 from app.sweeper import lifespan as sweeper_lifespan
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         openapi_tags=TAGS,
+        docs_url=None,  # /docs and /redoc: app/routes/docs.py, with no CDN
+        redoc_url=None,
         lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (app/sweeper.py)
     )
     engine = make_engine(settings.database_url)
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    mount_docs(app)  # before mount_web: its /static mount would take /static/docs
     mount_web(app)
     install_problem_handlers(app)
     return app

@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 # Problem types are tag URIs (RFC 4151): stable identifiers that nobody is meant to fetch.
 TYPE_PREFIX = "tag:gan-balancer,2025:problem/"
 
@@ -91,7 +93,27 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONRespons
     # Covers 404 for unknown routes and 405: about:blank, whose title is the status phrase.
     phrase = HTTPStatus(exc.status_code).phrase
     detail = None if exc.detail == phrase else str(exc.detail)
-    return problem_response(request, exc.status_code, phrase, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        fallback = (headers or {}).get("Allow", "")
+        headers = {**(headers or {}), "Allow": _allowed_methods(request, fallback)}
+    return problem_response(request, exc.status_code, phrase, detail, headers=headers)
+
+
+def _allowed_methods(request: Request, fallback: str) -> str:
+    """Every method the path answers. Starlette's 405 lists the methods of the first route
+    that matched the path only (GET /v1/jobs/{id}, not its DELETE: FastAPI makes one route per
+    method). Each method is tried against the router (mounts left out: they take any)."""
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            not isinstance(route, Mount)
+            and route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed) or fallback
 
 
 async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

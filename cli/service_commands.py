@@ -99,13 +99,19 @@ def db_downgrade_command(args: argparse.Namespace) -> int:
 
 
 def _key_sessions():  # noqa: ANN202 (sessionmaker; its import stays in here)
+    """Sessions on the key table. The embedded default (SQLite in the data dir) is migrated
+    first, as `serve` does; a server database is left to `balancer db upgrade`, which its
+    operator runs (once, for every replica) and which needs its own permissions."""
     from sqlalchemy import inspect
 
+    import migrations
     from app.db import make_engine, make_sessionmaker
     from app.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
+    if settings.database_url.startswith("sqlite"):
+        migrations.upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     if not inspect(engine).has_table("api_keys"):
         raise SystemExit("the database has no api_keys table yet: run `balancer db upgrade`")

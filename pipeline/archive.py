@@ -56,6 +56,8 @@ READ_CHUNK = 1024**2
 # A central directory record of a dataset zip is ~100 bytes; this leaves a wide margin.
 CENTRAL_BYTES_PER_ENTRY = 1024
 # Unicode category Cc (C0, DEL, C1) and the bidirectional controls that make names lie.
+# Longest file or folder name (one path component) that common file systems accept, in bytes.
+MAX_COMPONENT_BYTES = 255
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -190,6 +192,7 @@ def check_archive(zf: zipfile.ZipFile, limits: ArchiveLimits) -> dict[int, int]:
     for info in infos:
         _check_entry(info, limits)
     _check_unique_names(infos)
+    _check_file_folder_conflicts(infos)
     _check_totals(infos, limits)
     return _check_local_headers(zf, infos)
 
@@ -242,6 +245,14 @@ def check_name(name: str, limits: ArchiveLimits = DEFAULT_LIMITS) -> None:
         raise _refuse("path_traversal", name, "name contains a '..' or '.' path component")
     if not name or any(p == "" for p in parts):
         raise _refuse("bad_name", name, "name is empty or has an empty path component")
+    longest = max(len(p.encode("utf-8", "replace")) for p in parts)
+    if longest > MAX_COMPONENT_BYTES:
+        raise _refuse(
+            "component_too_long",
+            name,
+            f"has a file or folder name of {longest} bytes; file systems allow "
+            f"{MAX_COMPONENT_BYTES} (unzip would fail with 'File name too long')",
+        )
 
 
 def _check_mode(info: zipfile.ZipInfo) -> None:
@@ -260,7 +271,7 @@ def _check_unique_names(infos: list[zipfile.ZipInfo]) -> None:
         if name in exact:
             raise _refuse("duplicate_name", name, "appears twice in the zip")
         exact.add(name)
-        key = unicodedata.normalize("NFC", name).casefold()
+        key = _name_key(name)
         if key in folded:
             raise _refuse(
                 "name_collision",
@@ -269,6 +280,27 @@ def _check_unique_names(infos: list[zipfile.ZipInfo]) -> None:
                 "or Unicode normalisation are ambiguous)",
             )
         folded[key] = name
+
+
+def _name_key(name: str) -> str:
+    """Names that differ only in case or Unicode normalisation are one name (see above)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _check_file_folder_conflicts(infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse `a/x.png` next to `a/x.png/y.png`: one path cannot be a file and a folder."""
+    files = {_name_key(i.orig_filename): i.orig_filename for i in infos if not i.is_dir()}
+    for info in infos:
+        parts = info.orig_filename.rstrip("/").split("/")
+        folders = len(parts) if info.is_dir() else len(parts) - 1
+        for depth in range(1, folders + 1):
+            file = files.get(_name_key("/".join(parts[:depth])))
+            if file is not None:
+                raise _refuse(
+                    "file_folder_conflict",
+                    info.orig_filename,
+                    f"uses '{escape_name(file)}' as a folder, but it is a file in the zip",
+                )
 
 
 def _check_totals(infos: list[zipfile.ZipInfo], limits: ArchiveLimits) -> None:
@@ -412,11 +444,15 @@ def _ends_with_zip(data: bytes) -> bool:
     return False
 
 
-def scan_entries(zf: CheckedZipFile, entries: list[zipfile.ZipInfo]) -> None:
-    """Read every entry once (capped, size and CRC checked, no nested archives), without
-    decoding images: the upload-time check of what the worker will read."""
+def scan_entries(
+    zf: CheckedZipFile, entries: list[zipfile.ZipInfo], limits: ArchiveLimits | None = None
+) -> None:
+    """Read every entry once (capped, size and CRC checked, no nested archives) and check each
+    image's header, without decoding pixels: the upload-time check of what the worker reads."""
     for info in entries:
-        zf.read(info)
+        data = zf.read(info)
+        if is_image_name(info.filename):
+            check_image_header(data, info.filename, limits)
 
 
 def file_entries(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -439,14 +475,30 @@ def is_image_name(name: str) -> bool:
 # --- images --------------------------------------------------------------------------------
 
 
+def check_image_header(data: bytes, entry: str, limits: ArchiveLimits | None = None) -> None:
+    """What an image's header declares, without decoding its pixels (cheap enough for every
+    image of an upload): not empty, PNG, JPEG or BMP by content, one frame, and at most the
+    pixel limit (Pillow's decompression-bomb limits too). A truncated or corrupt body passes
+    here and is refused by `decode_image`."""
+    with _opened_image(data, entry, limits or DEFAULT_LIMITS):
+        pass
+
+
 def decode_image(data: bytes, entry: str, limits: ArchiveLimits | None = None) -> Image.Image:
     """Fully decode one image and convert it to 'L' (grayscale) or 'RGB'.
 
-    Refused: formats other than PNG, JPEG and BMP (by content, not suffix), more pixels than
-    the limit (checked from the header, before decoding), decompression bombs, truncated or
-    corrupt files, multi-frame files and PNGs with data after their end.
+    Refused: what `check_image_header` refuses (checked before decoding), truncated or corrupt
+    files and PNGs with data after their end.
     """
-    limits = limits or DEFAULT_LIMITS
+    with _opened_image(data, entry, limits or DEFAULT_LIMITS) as img:
+        img.load()
+        _check_png_end(img, data, entry)
+        return img.convert("L" if _is_grayscale_mode(img.mode) else "RGB")
+
+
+@contextmanager
+def _opened_image(data: bytes, entry: str, limits: ArchiveLimits) -> Iterator[Image.Image]:
+    """The image opened from its header and checked; Pillow errors as DatasetErrors."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
     if not data:
@@ -457,9 +509,7 @@ def decode_image(data: bytes, entry: str, limits: ArchiveLimits | None = None) -
         Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img,
     ):
         _check_header(img, entry, limits)
-        img.load()
-        _check_png_end(img, data, entry)
-        return img.convert("L" if _is_grayscale_mode(img.mode) else "RGB")
+        yield img
 
 
 @contextmanager

@@ -62,14 +62,15 @@ def check_upload(
     path: Path, test_fraction: float = 0.2, seed: int = 0, limits: ArchiveLimits | None = None
 ) -> DatasetLayout:
     """The upload-time check: the zip's structure (before anything is decompressed), its class
-    layout, then one capped read of every entry (sizes, CRCs, no nested archives). Images are
-    decoded later, by the job. Whatever zipfile raises on hostile bytes is a DatasetError too
+    layout, then one capped read of every entry (sizes, CRCs, no nested archives) with each
+    image's header checked (format, pixel count, frames, not empty). Images are decoded
+    later, by the job. Whatever zipfile raises on hostile bytes is a DatasetError too
     (rule "unreadable_archive"), logged with its traceback."""
     try:
         with open_zip(path, limits) as zf:
             entries = file_entries(zf)
             layout = _layout(entries, test_fraction, seed)
-            scan_entries(zf, entries)
+            scan_entries(zf, entries, limits)
     except DatasetError:
         raise
     except Exception as exc:

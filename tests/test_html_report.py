@@ -194,3 +194,14 @@ def test_lead_verdict_says_plainly_whether_gan_beat_oversampling(verdict, policy
         assert "horizontal flips" in html and "(policy affine+flip" not in html
     table = format_report_table(report)
     assert ("the GAN did not beat it" in table) == (verdict != "helped")
+
+
+def test_report_html_names_no_other_host_and_no_file(run):
+    """Opened offline, or from the service under its strict CSP, the report needs nothing
+    else: no URL of another host, no local file (charts and samples are data: URIs)."""
+    from tests.offline import is_external, local_urls, page_urls
+
+    urls = page_urls((run[0] / "report.html").read_text())
+    assert [u for u in urls if is_external(u)] == []
+    assert local_urls(urls) == []
+    assert any(u.startswith("data:image/") for u in urls), "the parser saw no chart"

@@ -59,7 +59,7 @@ Snapshot = dict[str, Any]
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {"example": EVENTS_EXAMPLE}}},
-        **problem_responses(401, 404),
+        **problem_responses(401, 404, 503),
     },
 )
 async def job_events(

@@ -22,13 +22,38 @@ from app.storage import UploadTooLarge, delete_job_files, out_dir, save_upload, 
 from pipeline.config import RunConfig
 from worker.celery_app import enqueue_job
 
-# Every route here needs an API key and sees only its owner's jobs.
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401))
+# Every route here needs an API key and sees only its owner's jobs; any of them answers 503
+# while the database is unreachable (app/problems.py).
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 503))
 
 # A string, not uuid.UUID: an id that cannot exist is "not found" (404), not a 422.
 JobId = Annotated[
     str, PathParam(description="The job's id.", examples=["0b7e0d52-5c4f-4c59-9d0e-3f1c1f0f2a11"])
 ]
+# OpenAPI links: the `id` of a new job is the `job_id` of the routes about it (clients and
+# tools such as Schemathesis follow them). Its event stream is left out: it stays open until
+# the job ends.
+JOB_ROUTES = {
+    "GetJob": ("/v1/jobs/{job_id}", "get"),
+    "GetReport": ("/v1/jobs/{job_id}/report", "get"),
+    "GetReportHtml": ("/v1/jobs/{job_id}/report.html", "get"),
+    "GetClasses": ("/v1/jobs/{job_id}/classes", "get"),
+    "GetBalancedDataset": ("/v1/jobs/{job_id}/balanced-dataset", "get"),
+    "GetSamples": ("/v1/jobs/{job_id}/samples.png", "get"),
+    "DeleteJob": ("/v1/jobs/{job_id}", "delete"),
+}
+JOB_LINKS = {
+    name: {
+        "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
+        "parameters": {"job_id": "$response.body#/id"},
+        "description": f"`id` of the new job as `job_id` of {method.upper()} {path}.",
+    }
+    for name, (path, method) in JOB_ROUTES.items()
+}
+# Documented bounds of the page parameters: past them a request is a 422, never a number the
+# database cannot hold (a 64-bit OFFSET overflowed into a 500).
+PAGE_SIZE_LIMIT = 1000
+OFFSET_LIMIT = 2**31 - 1
 CONFIG_EXAMPLE = '{"preset": "quick", "target": 500, "seed": 0}'
 REPORT_EXAMPLE = {
     "dataset": {"image_size": [28, 28], "channels": 1, "test_source": "split"},
@@ -43,7 +68,7 @@ REPORT_EXAMPLE = {
     status_code=202,
     summary="Upload a dataset zip and start a balancing job",
     response_description="The job, queued. `Location` is its URL.",
-    responses=problem_responses(413, 422, 429, 503),
+    responses={202: {"links": JOB_LINKS}, **problem_responses(413, 422, 429, 503)},
 )
 def create_job(
     response: Response,
@@ -92,8 +117,18 @@ def list_jobs(
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, description="Page size (capped by the server).")] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=PAGE_SIZE_LIMIT,
+            description="Page size. The server sends at most BALANCER_PAGE_SIZE_MAX jobs per "
+            "page (100 by default); the answer's `limit` says how many it allowed.",
+        ),
+    ] = 20,
+    offset: Annotated[
+        int, Query(ge=0, le=OFFSET_LIMIT, description="Jobs to skip, newest first.")
+    ] = 0,
 ) -> JobPage:
     limit = min(limit, settings.page_size_max)
     jobs, total = crud.list_jobs(session, owner, limit, offset)
@@ -156,7 +191,7 @@ def get_samples(
 
 # The report is self-contained (inline styles, data: images) and has no scripts: allow no more.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
-REPORT_HTML_EXAMPLE = '<!doctype html><html><head><title>Balancing report</title></head>...'
+REPORT_HTML_EXAMPLE = "<!doctype html><html><head><title>Balancing report</title></head>..."
 
 
 @router.get(

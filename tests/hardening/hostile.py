@@ -277,6 +277,37 @@ def upload_cases() -> list[Case]:
         Case("not_a_zip_html", HTML, "not_a_zip", None),
         Case("empty_upload", b"", "not_a_zip", None),
         Case("truncated_zip", _two()[:3000], "not_a_zip", None),
+        # Names that cannot be unpacked: a path that is a file and a folder, a name too long
+        # for any file system (136 characters, 264 bytes in UTF-8).
+        Case("file_and_folder", z(("a/x.png", png()), ("a/x.png/y.png", png())), "file_folder_conflict", "a/x.png/y.png"),
+        Case("folder_entry_and_file", z(("a/x.png", png()), ("a/x.png/", b"")), "file_folder_conflict", "a/x.png/"),
+        Case("file_and_folder_by_case", z(("a/x.png", png()), ("A/X.PNG/y.png", png())), "file_folder_conflict", "A/X.PNG/y.png"),
+        Case("component_over_255_bytes", z(("a/" + "\u00e9" * 130 + ".png", png())), "component_too_long", "a/" + "\u00e9" * 130 + ".png"),
+        *image_header_cases(),
+    ]  # fmt: skip
+
+
+# Refused from the image's header at upload (pipeline.archive.check_image_header), not by
+# structure: nothing is decoded.
+IMAGE_HEADER_CASES = {
+    "png_header_bomb", "png_over_pixel_cap", "html_named_png", "svg_named_png", "gif_named_png",
+    "webp_named_jpg", "animated_png", "empty_image", "every_image_empty",
+}  # fmt: skip
+
+
+def image_header_cases() -> list[Case]:
+    z = with_dataset
+    empty = [(f"{c}/{i}.png", b"") for c in "ab" for i in range(3)]
+    return [
+        Case("png_header_bomb", z(("a/bomb.png", png_header_bomb(60_000, 60_000))), "decompression_bomb", "a/bomb.png"),
+        Case("png_over_pixel_cap", z(("a/big.png", png_header_bomb(2000, 2000))), "image_too_large", "a/big.png"),
+        Case("html_named_png", z(("a/page.png", HTML)), "image_format", "a/page.png"),
+        Case("svg_named_png", z(("b/vector.png", SVG)), "image_format", "b/vector.png"),
+        Case("gif_named_png", z(("a/anim.png", other_format("GIF"))), "image_format", "a/anim.png"),
+        Case("webp_named_jpg", z(("a/photo.jpg", other_format("WEBP"))), "image_format", "a/photo.jpg"),
+        Case("animated_png", z(("a/anim.png", apng())), "multi_frame", "a/anim.png"),
+        Case("empty_image", z(("b/empty.png", b"")), "empty_file", "b/empty.png"),
+        Case("every_image_empty", make_zip(empty), "empty_file", "a/0.png"),
     ]  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from app.settings import Settings
 from pipeline.archive import (
     DEFAULT_LIMITS,
     ArchiveLimits,
+    check_image_header,
     check_name,
     decode_image,
     file_entries,
@@ -27,6 +28,7 @@ from pipeline.layout import check_upload
 from tests.hardening.conftest import LIMITS
 from tests.hardening.hostile import (
     HTML,
+    IMAGE_HEADER_CASES,
     SVG,
     apng,
     jpeg,
@@ -56,7 +58,7 @@ def test_upload_check_refuses(tmp_path: Path, case) -> None:  # noqa: ANN001
     assert str(info.value).endswith(f"[rule: {case.rule}]")
 
 
-STRUCTURAL = {c.id for c in CASES} - {
+STRUCTURAL = {c.id for c in CASES} - IMAGE_HEADER_CASES - {
     "zip_named_png", "gzip_named_png", "polyglot_png_zip", "cd_understates_size",
     "cd_overstates_size", "crc_mismatch",
 }  # fmt: skip
@@ -122,6 +124,41 @@ def test_decode_image_refuses(data: bytes, limits: ArchiveLimits, rule: str) -> 
     assert info.value.entry == "cls/x\\n.png"
     assert "entry 'cls/x\\n.png'" in str(info.value)
     assert warnings.filters == filters, "the warning filter leaked"
+
+
+# Their headers are intact: only the full decode (the worker's) finds what is wrong.
+DECODE_ONLY = {"truncated_png", "png_without_end", "png_html_polyglot"}
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "limits", "rule"), IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES]
+)
+def test_header_check_refuses_what_the_header_shows(
+    name: str, data: bytes, limits: ArchiveLimits, rule: str
+) -> None:
+    """The upload-time check (no pixels decoded) refuses with the worker's rule and entry,
+    except for bodies broken past an intact header."""
+    if name in DECODE_ONLY:
+        check_image_header(data, "cls/x.png", limits)
+        return
+    with pytest.raises(DatasetError) as info:
+        check_image_header(data, "cls/x.png", limits)
+    assert (info.value.rule, info.value.entry) == (rule, "cls/x.png"), str(info.value)
+
+
+def test_header_check_decodes_no_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("the header check decoded pixels")
+
+    files = {}
+    for fmt in ("PNG", "JPEG", "BMP"):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30)).save(buf, fmt)
+        files[f"a/x.{fmt.lower()}"] = buf.getvalue()
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for name, data in files.items():
+        check_image_header(data, name, LIMITS)
 
 
 FORMAT_MODES = [(f, m) for f in ("PNG", "BMP") for m in ("L", "RGB", "RGBA", "P", "1")]

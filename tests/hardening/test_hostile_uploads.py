@@ -329,12 +329,25 @@ def test_live_hostile_zip_is_refused_over_http(live) -> None:
     assert snapshot(svc.data_dir).keys() == before.keys()
 
 
-def test_live_image_bomb_fails_the_job_naming_entry_and_rule(live) -> None:
-    """Images are decoded by the worker: the upload is accepted, the job fails with a message
-    that names the entry and the rule, and the pixels are never allocated."""
+def test_live_image_bomb_is_refused_at_upload(live) -> None:
+    """A PNG whose header declares 60000x60000 pixels in ~100 bytes: refused from its header
+    before the 202, nothing written, the pixels never allocated."""
     svc, headers = live
-    bomb = png_header_bomb(50_000, 50_000)  # 2.5 gigapixels declared in ~100 bytes
+    before = snapshot(svc.data_dir)
+    bomb = png_header_bomb(60_000, 60_000)
     files = {"dataset": ("d.zip", with_dataset(("a/bomb.png", bomb)), "application/zip")}
+    resp = svc.client.post("/v1/jobs", files=files, headers=headers, data={"config": "{}"})
+    assert_problem(resp, 422, INVALID)
+    assert (resp.json()["rule"], resp.json()["entry"]) == ("decompression_bomb", "a/bomb.png")
+    assert snapshot(svc.data_dir).keys() == before.keys()
+
+
+def test_live_truncated_image_fails_the_job_naming_entry_and_rule(live) -> None:
+    """A PNG cut short after an intact header passes the upload's header check; the worker's
+    full decode fails it, and the job ends `failed` naming the entry and the rule."""
+    svc, headers = live
+    truncated = png(seed=7, size=(64, 64))[:300]
+    files = {"dataset": ("d.zip", with_dataset(("a/cut.png", truncated)), "application/zip")}
     resp = svc.client.post("/v1/jobs", files=files, headers=headers, data={"config": "{}"})
     assert resp.status_code == 202, resp.text
     job_id = resp.json()["id"]
@@ -346,4 +359,4 @@ def test_live_image_bomb_fails_the_job_naming_entry_and_rule(live) -> None:
         assert time.monotonic() < deadline, f"job stuck: {job}\n{svc.log_tail()}"
         time.sleep(0.3)
     assert job["status"] == "failed", job
-    assert "a/bomb.png" in job["error"] and "[rule: decompression_bomb]" in job["error"], job
+    assert "a/cut.png" in job["error"] and "[rule: truncated_image]" in job["error"], job

@@ -1,54 +1,38 @@
-"""Schemathesis against the live API's /openapi.json, with a valid key: for every operation,
-a bounded number of generated requests, valid ones and invalid ones; no answer may be a 5xx,
-and every answer must match the document (status code, content type, body schema, headers).
+"""Schemathesis against the live API's /openapi.json with a valid key, as its CLI is run by
+hand: every phase (examples, coverage, fuzzing, stateful) and every check. No answer may be a
+5xx; every answer must match the document (status code, content type, body schema, headers,
+`Allow`); invalid requests must be refused and valid ones accepted; the stateful phase
+follows the OpenAPI links from a new job's `id` to the routes about that job.
 
-Hypothesis is driven here directly, operation by operation, rather than through
-schemathesis' pytest plugin, whose lazy fixture loading does not work with this pytest.
-Generation is derandomized: the same requests every run, so CI does not turn flaky; set
-BALANCER_FUZZ_RANDOM=1 to explore new inputs locally.
+A schema cannot say "a zip of class folders", so positive uploads carry real small datasets
+(tests/reliability/fuzz_hooks.py). Generation is deterministic, so CI does not turn flaky;
+set BALANCER_FUZZ_RANDOM=1 to explore new inputs locally. No worker runs: accepted jobs
+stay queued.
 
-No worker runs: an upload that happens to be accepted just stays queued.
+Left out, each for a reason:
+- the event stream of a real job, which stays open until the job ends (no worker here):
+  it is fuzzed in a run of its own, where every id is unknown (404);
+- the `use_after_free` check: DELETE of a queued or running job cancels it (200/202) and
+  keeps it readable as `canceled`, by design (README); the check expects a 404 after any 2xx
+  DELETE. Deleting a finished job does remove it (a 404 after, tests/service/test_api.py).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from tests.service.datasets import make_zip
+from .stack import Stack, python_path
 
-from .stack import TINY, Stack
-
-pytestmark = pytest.mark.timeout(600)
-MAX_EXAMPLES = 25  # per operation and generation mode
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
-FUZZ_SETTINGS = settings(
-    max_examples=MAX_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize=os.environ.get("BALANCER_FUZZ_RANDOM") != "1",
-    suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-)
+pytestmark = pytest.mark.timeout(900)
+MAX_EXAMPLES = 30  # per operation and phase: about a minute on 2 cores
+EVENTS = "/v1/jobs/{job_id}/events"
+PHASES = "examples,coverage,fuzzing,stateful"
 
 
 @pytest.fixture(scope="module")
@@ -61,54 +45,55 @@ def fuzzed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
 
 
-def fuzz_operation(
-    operation,  # noqa: ANN001 (schemathesis APIOperation)
-    mode: GenerationMode,
-    stack: Stack,
-    path_parameters: dict[str, str] | None = None,
-) -> str | None:
-    """Run the operation's generated cases; the first failure's report, or None."""
-    auth = {"Authorization": f"Bearer {stack.key}"}
-    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
-
-    @FUZZ_SETTINGS
-    @given(case=strategy)
-    def run(case: schemathesis.Case) -> None:
-        case.call_and_validate(base_url=stack.base_url, headers=auth, checks=CHECKS, timeout=30)
-
-    try:
-        run()
-    except Unsatisfiable:  # negative mode, and nothing to get wrong (no parameters, no body)
-        return None
-    except Exception as exc:  # schemathesis' failure group: its text has a curl to replay it
-        return f"{operation.method.upper()} {operation.path} ({mode.value}):\n{exc}"
-    return None
-
-
-def operations(stack: Stack) -> list:
-    schema = schemathesis.openapi.from_url(f"{stack.base_url}/openapi.json")
-    found = [result.ok() for result in schema.get_all_operations()]
-    assert len(found) >= 8, [f"{o.method} {o.path}" for o in found]
-    return found
+def schemathesis(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run",
+        f"{stack.base_url}/openapi.json",
+        "--header", f"Authorization: Bearer {stack.key}",
+        "--max-examples", str(MAX_EXAMPLES),
+        "--checks", "all",
+        "--workers", "1",
+        "--request-timeout", "30",
+        "--no-color",
+        # The key above is sent with every request; a generated (broken) Authorization or
+        # X-API-Key would be replaced by it, so a "negative" case would carry a valid key.
+        # Missing and wrong keys are the ignored_auth check's job.
+        "--generation-with-security-parameters", "false",
+        *([] if os.environ.get("BALANCER_FUZZ_RANDOM") == "1" else ["--generation-deterministic"]),
+        *args,
+    ]  # fmt: skip
+    env = os.environ | {
+        "PYTHONPATH": python_path(),
+        "SCHEMATHESIS_HOOKS": "tests.reliability.fuzz_hooks",
+    }
+    # Run in the stack's folder: Schemathesis keeps state in ./.schemathesis.
+    return subprocess.run(
+        cmd, cwd=stack.data_dir, env=env, capture_output=True, text=True, timeout=800
+    )
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-def test_every_generated_request_is_answered_as_documented(
-    fuzzed_api: Stack, mode: GenerationMode
-) -> None:
-    failures = [f for op in operations(fuzzed_api) if (f := fuzz_operation(op, mode, fuzzed_api))]
-    assert not failures, "\n\n".join(failures) + f"\n{fuzzed_api.log_tail()}"
+def _failed(done: subprocess.CompletedProcess[str], stack: Stack) -> str:
+    return f"{done.stdout[-20_000:]}\n{done.stderr[-4000:]}\n{stack.log_tail()}"
 
 
-def test_requests_about_an_existing_job_are_answered_as_documented(fuzzed_api: Stack) -> None:
-    """Random ids only ever meet 404s; here the path names a real (queued) job."""
-    data = make_zip(fuzzed_api.data_dir / "small.zip", {"a": 6, "b": 6}).read_bytes()
-    job = {"job_id": fuzzed_api.submit(data, TINY)["id"]}
-    # Its event stream would stay open for as long as the job is queued, i.e. for ever here.
-    about_job = [o for o in operations(fuzzed_api) if "{job_id}" in o.path]
-    about_job = [o for o in about_job if not o.path.endswith("/events")]
-    about_job.sort(key=lambda o: o.method.upper() == "DELETE")  # cancel and delete it last
-    failures = [
-        f for op in about_job if (f := fuzz_operation(op, GenerationMode.POSITIVE, fuzzed_api, job))
-    ]
-    assert not failures, "\n\n".join(failures) + f"\n{fuzzed_api.log_tail()}"
+def test_every_phase_and_check_passes(fuzzed_api: Stack) -> None:
+    done = schemathesis(
+        fuzzed_api,
+        "--phases", PHASES,
+        "--exclude-checks", "use_after_free",
+        "--exclude-path", EVENTS,
+    )  # fmt: skip
+    assert done.returncode == 0, _failed(done, fuzzed_api)
+    out = done.stdout
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in out, f"phase {phase} did not pass:\n{_failed(done, fuzzed_api)}"
+    # The links from POST /v1/jobs were followed with real job ids.
+    covered = int(out.split("API Links:")[1].split("covered")[0])
+    assert covered >= 7, out
+
+
+def test_event_stream_route_passes(fuzzed_api: Stack) -> None:
+    done = schemathesis(
+        fuzzed_api, "--phases", "examples,coverage,fuzzing", "--include-path", EVENTS
+    )
+    assert done.returncode == 0, _failed(done, fuzzed_api)

@@ -38,10 +38,12 @@ def make_zip(path: Path, sizes: dict[str, int] = CLASS_SIZES, seed: int = 0) -> 
 
 
 def make_corrupt_image_zip(path: Path) -> Path:
-    """Right layout, but one "PNG" is garbage: passes the upload checks, fails in the job."""
+    """Right layout, but one PNG is cut short after its header: it passes the upload's header
+    check and fails the job's full decode."""
     make_zip(path)
+    truncated = png("square", np.random.default_rng(1), size=64)[:200]
     with zipfile.ZipFile(path, "a") as zf:
-        zf.writestr("square/broken.png", b"this is not a png at all")
+        zf.writestr("square/broken.png", truncated)
     return path
 
 

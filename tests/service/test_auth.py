@@ -156,6 +156,24 @@ def test_both_header_forms_are_accepted(service: Service) -> None:
         assert anon.get("/v1/jobs", headers={"authorization": f"bearer {key}"}).status_code == 200
 
 
+def test_two_different_keys_or_an_empty_one_are_401(service: Service, dataset_zip: bytes) -> None:
+    """Found by fuzzing: a good bearer key next to a wrong or empty X-API-Key was accepted."""
+    key = service.create_key("two keys", "two-keys")
+    both_same = {"Authorization": f"Bearer {key}", "X-API-Key": key}
+    with service.client_for(None) as anon:
+        assert anon.get("/v1/jobs", headers=both_same).status_code == 200
+        for other in ("gb_" + "x" * 43, ""):
+            headers = {"Authorization": f"Bearer {key}", "X-API-Key": other}
+            for method, path in protected_requests(str(uuid.uuid4())):
+                resp = anon.request(method, path, headers=headers, **upload(method, dataset_zip))
+                body = assert_unauthorized(resp)
+                assert "X-API-Key" in body["detail"], body
+
+
+def upload(method: str, dataset_zip: bytes) -> dict:
+    return {"files": {"dataset": ("d.zip", dataset_zip)}} if method == "POST" else {}
+
+
 def test_revoke_takes_effect_at_once(service: Service) -> None:
     key = service.create_key("to revoke", "revoked-owner")
     prefix = key[:8]
@@ -361,3 +379,62 @@ def _answers(url: str) -> bool:
 
 def database_dump_text(data_dir: Path) -> str:
     return "".join(p.read_bytes().decode("latin-1") for p in data_dir.glob("balancer.db*"))
+
+
+def _balancer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _fresh_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    return env | {"PYTHONPATH": python_path(), **extra}
+
+
+@pytest.mark.parametrize("command", ["create", "list", "revoke"])
+def test_keys_commands_work_on_a_fresh_embedded_install(tmp_path: Path, command: str) -> None:
+    """On the embedded default the keys commands migrate the SQLite database first, as
+    `serve` does: no `balancer db upgrade` needed."""
+    from alembic.script import ScriptDirectory
+
+    import migrations
+
+    env = _fresh_env(BALANCER_DATA_DIR=str(tmp_path))
+    args = {
+        "create": ["--name", "first"],
+        "list": [],
+        "revoke": ["gb_nothing"],
+    }[command]
+    done = _balancer(env, "keys", command, *args)
+    assert "db upgrade" not in done.stderr, done.stderr
+    if command == "revoke":  # nothing to revoke, said plainly
+        assert done.returncode == 1 and "no key with prefix or id" in done.stderr, done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
+    if command == "create":
+        key = done.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(r"gb_[\w-]{43}", key), done.stdout
+        listed = _balancer(env, "keys", "list")
+        assert key[:8] in listed.stdout and "first" in listed.stdout, listed.stdout
+    head = ScriptDirectory.from_config(migrations.alembic_config("")).get_current_head()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'balancer.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == head
+    engine.dispose()
+
+
+@pytest.mark.service
+def test_keys_commands_on_an_unmigrated_server_database_say_what_to_run(
+    tmp_path: Path,
+    pg_database,  # noqa: ANN001
+) -> None:
+    """A server database is migrated by its operator: the keys commands leave it alone."""
+    env = _fresh_env(BALANCER_DATABASE_URL=pg_database("keys"), BALANCER_DATA_DIR=str(tmp_path))
+    for args in (["create", "--name", "x"], ["list"], ["revoke", "gb_x"]):
+        done = _balancer(env, "keys", *args)
+        assert done.returncode != 0, done.stdout
+        assert "run `balancer db upgrade`" in done.stderr, done.stderr
+    assert _balancer(env, "db", "upgrade").returncode == 0
+    assert _balancer(env, "keys", "create", "--name", "x").returncode == 0

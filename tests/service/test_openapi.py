@@ -68,3 +68,74 @@ def test_error_responses_are_documented_as_problem_json(doc: dict) -> None:
 def test_docs_and_schema_are_served(service: Service) -> None:
     assert "swagger" in service.client.get("/docs").text.lower()
     assert service.client.get("/openapi.json").json()["info"]["title"]
+
+
+def test_every_numeric_query_parameter_is_bounded(doc: dict) -> None:
+    """Bounds in the schema: out-of-range values are a 422, never a number the database
+    cannot hold."""
+    found = 0
+    for path, method, op in operations(doc):
+        for param in op.get("parameters", []):
+            schema = param["schema"]
+            if param["in"] == "query" and schema.get("type") in ("integer", "number"):
+                found += 1
+                assert "minimum" in schema and "maximum" in schema, (method, path, param["name"])
+    assert found >= 2
+
+
+def test_upload_links_to_the_routes_about_the_new_job(doc: dict) -> None:
+    links = doc["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    targets = set()
+    for link in links.values():
+        assert link["parameters"] == {"job_id": "$response.body#/id"}
+        pointer = link["operationRef"].removeprefix("#/paths/")
+        encoded_path, method = pointer.rsplit("/", 1)
+        path = encoded_path.replace("~1", "/").replace("~0", "~")
+        assert method in doc["paths"][path], link
+        targets.add((method, path))
+    about_job = {(m, p) for p, m, _ in operations(doc) if p.startswith("/v1/jobs/{job_id}")}
+    # Every route about a job, except its event stream (open until the job ends).
+    assert about_job - targets == {("get", "/v1/jobs/{job_id}/events")}
+
+
+def test_every_refusal_of_an_upload_is_documented(doc: dict) -> None:
+    codes = set(doc["paths"]["/v1/jobs"]["post"]["responses"])
+    assert {"202", "401", "413", "422", "429", "503"} <= codes
+
+
+def test_page_bounds_are_enforced(service: Service) -> None:
+    """The fuzzer's 500: an offset past the database's integer. Now a 422 on both backends,
+    and the documented maximum itself works."""
+    from app.routes.jobs import OFFSET_LIMIT, PAGE_SIZE_LIMIT
+
+    get = service.client.get
+    huge = {"limit": 382, "offset": 3072677034452468105216}
+    body = get("/v1/jobs", params=huge).json()
+    assert body["status"] == 422 and body["errors"][0]["loc"] == ["query", "offset"], body
+    assert get("/v1/jobs", params={"offset": OFFSET_LIMIT + 1}).status_code == 422
+    assert get("/v1/jobs", params={"limit": PAGE_SIZE_LIMIT + 1}).status_code == 422
+    at_max = get("/v1/jobs", params={"offset": OFFSET_LIMIT, "limit": PAGE_SIZE_LIMIT})
+    assert at_max.status_code == 200, at_max.text
+    assert at_max.json()["items"] == []
+
+
+def test_allow_lists_every_method_of_the_path(service: Service) -> None:
+    job = "/v1/jobs/0b7e0d52-5c4f-4c59-9d0e-3f1c1f0f2a11"
+    for method, path, allowed in [
+        ("OPTIONS", job, "DELETE, GET"),
+        ("PUT", job, "DELETE, GET"),
+        ("PATCH", "/v1/jobs", "GET, POST"),
+        ("DELETE", f"{job}/report", "GET"),
+        ("POST", "/docs", "GET"),
+    ]:
+        resp = service.client.request(method, path)
+        assert resp.status_code == 405, (method, path, resp.text)
+        assert resp.headers["allow"] == allowed, (method, path)
+        assert resp.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_job_route_documents_401_and_503(doc: dict) -> None:
+    """Any of them answers 401 without a key and 503 while the database is unreachable."""
+    for path, method, op in operations(doc):
+        if path.startswith("/v1/jobs"):
+            assert {"401", "503"} <= set(op["responses"]), (method, path)
