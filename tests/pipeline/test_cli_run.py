@@ -58,10 +58,13 @@ def test_report_fields(gray_run):
         assert set(m["per_class"]) == {"a", "b", "c"}
         assert len(m["confusion_matrix"]) == 3
         assert sum(map(sum, m["confusion_matrix"])) == pytest.approx(18)
-    # generator auto: both minority classes are under transfer_below (50) images and class a
-    # has more than 5 to learn variation from, so both get the transfer generator.
+    # generator auto: transfer for a class under transfer_below images (class a has enough to
+    # learn variation from), a GAN of its own (GAN iterations recorded) otherwise.
     assert set(report["gan"]) == {"b", "c"}
-    assert {g["generator"] for g in report["gan"].values()} == {"transfer"}
+    for name, info in report["gan"].items():
+        small = rows[name]["train_count"] < report["config"]["transfer_below"]
+        assert info["generator"] == ("transfer" if small else "per-class")
+        assert small or info["iterations"] == 30
     assert report["timings"]["total_seconds"] > 0 and "torch" in report["environment"]
     assert report["config"]["gan_iterations"] == 30
     # Augmentation is on by default, and the report says which policy "auto" meant.
