@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -19,9 +20,10 @@ from tests.pipeline.zips import class_folder_files, write_zip
 FAST = ["--preset", "quick", "--gan-iterations", "30", "--epochs", "2", "--device", "cpu"]
 
 
-def balancer(*args: str) -> subprocess.CompletedProcess:
+def balancer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "cli.main", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **env} if env else None
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +160,41 @@ def test_bad_option_is_a_clear_error(tmp_path):
     dataset = write_zip(tmp_path / "d.zip", class_folder_files({"a": 4, "b": 4}))
     proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), "--image-size", "30")
     assert proc.returncode == 2 and "multiple of 4" in proc.stderr
+
+
+def test_transfer_generator_run_on_digits(tmp_path):
+    """`--generator transfer` on MNIST digits 1/2/3 (40 / 3 / 8 training images), quick preset."""
+    from bench.common import load_digits
+    from pipeline.demo import write_digits_zip
+
+    images, labels = load_digits()
+    dataset = tmp_path / "digits.zip"
+    write_digits_zip(dataset, images, labels, {1: 40, 2: 3, 3: 8}, test_per_class=5)
+    out = tmp_path / "o"
+    fast = [*FAST[:4], "--epochs", "1", "--device", "cpu"]
+    # One thread: on a busy 2-core machine two threads made the registration 5x slower.
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    proc = balancer(
+        "run", str(dataset), "--out", str(out), *fast, "--generator", "transfer", env=one_thread
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["generator"] == "transfer"
+    assert set(report["gan"]) == {"2", "3"}
+    for name, need in (("2", 37), ("3", 32)):
+        info = report["gan"][name]
+        assert info["generator"] == "transfer"
+        assert info["generator_reason"] == "asked for (generator transfer)"
+        f = info["filter"]
+        assert f["candidates"] == 3 * need and f["kept"] == need
+        assert f["candidates"] == f["rejected_label"] + f["rejected_copy"] + f["passed"]
+        assert info["variation_model"]["pairs"] == 256  # the quick preset's
+        assert len(info["variation_model"]["registration_loss"]) == 100
+    rows = {c["name"]: c["synthetic_count"] for c in report["classes"]}
+    assert rows == {"1": 0, "2": 37, "3": 32}
+    html = (out / "report.html").read_text()
+    table = html[html.index('<table id="generators-table">') :]
+    table = table[: table.index("</table>")]
+    for name, need in (("2", 37), ("3", 32)):
+        row = f'<td class="l">{name}</td><td class="l">transfer</td>'
+        assert row in table and f"<td>{3 * need}</td>" in table
