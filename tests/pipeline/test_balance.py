@@ -168,3 +168,24 @@ def test_synthesize_rgb_with_transfer(digits):
         # Still the class's colour: varied, not mixed with other classes' images.
         mean = synthetic[c].float().mean((0, 2, 3))
         assert mean.argmax() == c
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"generator": "gan"}, "generator must be auto, per-class or transfer, got 'gan'"),
+        ({"transfer_below": -1}, "transfer_below must be between 0 and"),
+        ({"transfer_pairs": 8}, "transfer_pairs must be between 16 and"),
+        ({"transfer_steps": 0}, "transfer_steps must be between 1 and"),
+    ],
+)
+def test_generator_options_are_validated(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(values)
+
+
+def test_presets_set_the_transfer_budget():
+    quick, standard = RunConfig(preset="quick").resolved(), RunConfig().resolved()
+    assert (quick.transfer_pairs, quick.transfer_steps) == (256, 100)
+    assert (standard.transfer_pairs, standard.transfer_steps) == (2048, 300)
+    assert RunConfig(preset="quick", transfer_steps=7).resolved().transfer_steps == 7

@@ -160,6 +160,8 @@ def test_bad_option_is_a_clear_error(tmp_path):
     dataset = write_zip(tmp_path / "d.zip", class_folder_files({"a": 4, "b": 4}))
     proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), "--image-size", "30")
     assert proc.returncode == 2 and "multiple of 4" in proc.stderr
+    proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), "--generator", "gan")
+    assert proc.returncode == 2 and "--generator: invalid choice: 'gan'" in proc.stderr
 
 
 def test_transfer_generator_run_on_digits(tmp_path):
