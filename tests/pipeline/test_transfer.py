@@ -15,6 +15,7 @@ from pipeline.transfer import (
     neighbour_pairs,
     vary,
 )
+from tests.conftest import CUDA_SKIP_REASON
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +159,19 @@ def test_smoke_fit_on_digits(digits):
     sources = images[labels == 1][:3].flatten(1).float()
     nearest = torch.cdist(out.flatten(1).float(), sources).min(1).values
     assert (nearest > 0).float().mean() > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=CUDA_SKIP_REASON)
+def test_graph_registration_matches_eager(digits):
+    """The registration has no randomness: graph replays and the eager loop agree up to
+    rounding (fused vs foreach Adam), and the fitted distributions match."""
+    images, labels = digits
+    cfg = TransferConfig(pairs=128, steps=60)
+    models = [
+        fit_field_model(images.cuda(), labels.cuda(), cfg, engine=e) for e in ("eager", "graph")
+    ]
+    eager, graph = models
+    assert len(graph.loss_curve) == len(eager.loss_curve) == 60
+    assert graph.loss_curve == pytest.approx(eager.loss_curve, rel=0.02, abs=1e-4)
+    assert graph.loss_end < graph.loss_start
+    torch.testing.assert_close(graph.mean, eager.mean, rtol=0.05, atol=0.05)
