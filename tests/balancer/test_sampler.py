@@ -133,7 +133,12 @@ def test_string_labels_and_fitted_attributes(digits):
     assert Counter(y_res.tolist()) == {"zero": 40, "one": 40, "two": 40}
     assert s.sampling_strategy_ == {"one": 28, "two": 34}
     assert s.working_size_ == 16 and s.n_features_in_ == 64
-    assert s.gan_info_["two"]["generated"] == 34 and s.gan_info_["two"]["iterations"] == 20
+    # generator auto: "two" (6 images, under transfer_below) by transfer, "one" (12) by its GAN;
+    # three candidates per image needed, the filter keeps exactly the number needed.
+    two, one = s.gan_info_["two"], s.gan_info_["one"]
+    assert two["generator"] == "transfer" and two["generated"] == 3 * 34
+    assert two["filter"]["kept"] == 34 and one["filter"]["kept"] == 28
+    assert one["generator"] == "per-class" and one["iterations"] == 20
 
 
 def test_same_random_state_same_images_and_callers_torch_rng_untouched(digits):
