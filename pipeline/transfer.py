@@ -202,7 +202,10 @@ def generate_variations(
     """
     dev = sources.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    order = torch.arange(count, device=dev) % len(sources)
+    # Sources in a random order, repeated: with count < k the varied sources are a random
+    # subset, not the first ones.
+    first = torch.randperm(len(sources), generator=gen, device=dev)
+    order = first[torch.arange(count, device=dev) % len(sources)]
     order = order[torch.randperm(count, generator=gen, device=dev)]
     out = []
     for start in range(0, count, batch):
