@@ -12,6 +12,7 @@ from app.routes import events, health, jobs
 from app.routes.docs import mount_docs
 from app.routes.web import mount_web
 from app.settings import Settings, get_settings
+from app.storage_http import install_storage_handler
 from app.sweeper import lifespan as sweeper_lifespan
 from worker.celery_app import create_celery
 
@@ -56,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_docs(app)  # before mount_web: its /static mount would take /static/docs
     mount_web(app)
     install_problem_handlers(app)
+    install_storage_handler(app)  # a store that is down: 503, never a 500
     return app

@@ -1,5 +1,6 @@
-"""Tables: `jobs` (the authority on a job's state), `class_reports` (per-class figures) and
-`api_keys` (hashed client keys; a key's owner owns the jobs made with it)."""
+"""Tables: `jobs` (the authority on a job's state), `class_reports` (per-class figures),
+`artifacts` (where a succeeded job's files are stored) and `api_keys` (hashed client keys; a
+key's owner owns the jobs made with it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -91,7 +93,9 @@ class Job(Base):
     # means the worker died and the job may be re-queued.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    worker_id: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(Text)  # host:pid of the last attempt
+    # CUDA_VISIBLE_DEVICES of that worker process; None = it saw all GPUs (or none).
+    gpu: Mapped[str | None] = mapped_column(Text)
     # When the job's message was last handed to the broker: the sweeper sends it again if no
     # worker claimed the job long after (a broker that lost its messages).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
@@ -99,6 +103,24 @@ class Job(Base):
     class_reports: Mapped[list[ClassReport]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
     )
+    artifacts: Mapped[list[Artifact]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Artifact(Base):
+    """One stored output of a succeeded job, written in the same transaction that marks it
+    succeeded: its key in the store (app/storage.py), its size and its SHA-256."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)  # e.g. balanced.zip
+    key: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
 
 
 class ClassReport(Base):

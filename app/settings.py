@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     # claiming it is sent again (a broker restarted without persistence loses messages).
     # Duplicates are harmless, claims are guarded; this only bounds how many there are.
     resend_queued_after_s: float = Field(600.0, ge=1.0)
+    # Where uploads and outputs live (app/storage.py). Empty = files under data_dir, shared by
+    # the API and the workers. `s3://BUCKET/PREFIX` = an S3-compatible object store that every
+    # host reaches; each host's data_dir is then only its scratch space. Credentials come from
+    # the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION variables.
+    storage_url: str = ""
+    s3_endpoint_url: str = Field("", description="e.g. http://seaweedfs:8333; empty = AWS.")
+    # The store's address as clients see it, for presigned URLs (empty = s3_endpoint_url).
+    s3_public_endpoint_url: str = ""
+    # Downloads: 307 to a presigned URL (true) or streamed through the API (false).
+    s3_presign: bool = True
+    s3_presign_expires_s: int = Field(300, ge=1, le=7 * 24 * 3600)
+    # The sweeper deletes stored files of jobs that no longer exist (a DELETE whose store was
+    # down, an API killed between storing an upload and creating its job) this often, once
+    # they are older than orphan_grace_s (an upload is stored just before its job row).
+    orphan_sweep_interval_s: float = Field(3600.0, ge=0.0, description="0 = never.")
+    orphan_grace_s: float = Field(3600.0, ge=0.0)
     page_size_max: int = Field(100, ge=1)
     # Per owner (the owner of the API key): queued + running jobs at once, and upload size
     # (capped by max_upload_bytes; 0 = max_upload_bytes). owner_limits overrides them for
@@ -81,6 +97,8 @@ class Settings(BaseSettings):
             raise ValueError("visibility_timeout_s must be greater than job_time_limit_s")
         if not self.heartbeat_interval_s:
             self.heartbeat_interval_s = self.lease_s / 4
+        if self.storage_url and not _is_s3_url(self.storage_url):
+            raise ValueError("storage_url must be empty (local files) or s3://BUCKET[/PREFIX]")
         if self.heartbeat_interval_s * 2 > self.lease_s:
             raise ValueError("heartbeat_interval_s must be at most half of lease_s")
         return self
@@ -118,6 +136,10 @@ class Settings(BaseSettings):
             max_name_length=self.zip_max_name_length,
             max_image_pixels=self.image_max_pixels,
         )
+
+
+def _is_s3_url(url: str) -> bool:
+    return url.startswith("s3://") and bool(url[5:].split("/", 1)[0])
 
 
 if TYPE_CHECKING:  # imported at run time inside archive_limits() only

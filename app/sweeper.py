@@ -6,6 +6,10 @@
 - A queued job whose message was handed to the broker more than `resend_queued_after_s` ago
   and that no worker has claimed is sent again: a Redis restarted without persistence, or
   the embedded broker's messages taken by a worker that then died, are lost otherwise.
+- Every `orphan_sweep_interval_s`, stored files (app/storage.py) of jobs that no longer exist
+  are deleted: a DELETE while the object store was down, an API killed between storing an
+  upload and creating its job. Only files untouched for `orphan_grace_s`: an upload is
+  stored a moment before its job row is committed.
 
 Where it runs: a daemon thread in every API process, started by the app's lifespan. The API
 is the one part that is up whenever anyone cares about a job, and it needs no extra process
@@ -23,8 +27,8 @@ clocks in sync (NTP); a skew must stay far below `lease_s`.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Job, JobStatus, utcnow
 from app.settings import Settings
-from app.storage import job_dir, out_dir
+from app.storage import StorageUnavailable, storage_for
 
 if TYPE_CHECKING:  # the worker imports this module (gave_up_message); it needs no FastAPI
     from fastapi import FastAPI
@@ -185,10 +189,27 @@ def _ended(status: JobStatus, error: str | None, now: datetime) -> dict[str, obj
 
 
 def _remove_outputs(settings: Settings, job_id: uuid.UUID) -> None:
-    """A failed or canceled job has no results: drop folders its attempts left."""
-    shutil.rmtree(out_dir(settings, job_id), ignore_errors=True)
-    for attempt in job_dir(settings, job_id).glob("attempt-*"):
-        shutil.rmtree(attempt, ignore_errors=True)
+    """A failed or canceled job has no results: drop what its attempts left."""
+    try:
+        storage_for(settings).discard_outputs(job_id)
+    except StorageUnavailable as exc:  # harmless leftovers of a failed job
+        log.warning("job %s: could not remove partial outputs: %s", job_id, exc)
+
+
+def sweep_orphans(sessions: sessionmaker[Session], settings: Settings, now: datetime) -> int:
+    """Delete the stored files of jobs that have no row; returns how many jobs' files."""
+    storage = storage_for(settings)
+    stored = storage.stored_jobs(now - timedelta(seconds=settings.orphan_grace_s))
+    if not stored:
+        return 0
+    with sessions() as session:
+        rows = session.scalars(select(Job.id).where(Job.id.in_(stored)))
+        orphans = stored - set(rows)
+    for job_id in orphans:
+        storage.delete_job(job_id)
+    if orphans:
+        log.warning("removed the stored files of %d deleted job(s)", len(orphans))
+    return len(orphans)
 
 
 def gave_up_message(attempts: int) -> str:
@@ -217,10 +238,15 @@ class Sweeper:
             self._thread.join(timeout_s)
 
     def _loop(self) -> None:
+        orphans_swept_at = time.monotonic()  # not at start-up: replicas start together
         while not self._stop.wait(self._settings.sweep_interval_s):
             try:
                 report = sweep(self._sessions, self._settings, self._send)
-            except SQLAlchemyError as exc:  # the database is down: try again next time
+                interval = self._settings.orphan_sweep_interval_s
+                if interval and time.monotonic() - orphans_swept_at >= interval:
+                    orphans_swept_at = time.monotonic()
+                    sweep_orphans(self._sessions, self._settings, utcnow())
+            except (SQLAlchemyError, StorageUnavailable) as exc:  # down: try again next time
                 log.warning("sweep failed: %s", exc)
             except Exception:
                 log.exception("sweep failed")

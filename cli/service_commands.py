@@ -39,6 +39,12 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     worker.add_argument("--loglevel", default="info", help="debug, info, warning, error")
     worker.add_argument("--queues", default=None, help="comma-separated (default: BALANCER_QUEUE)")
+    worker.add_argument(
+        "--gpus",
+        default=None,
+        help="'all' or ids like 0,1: one worker process per GPU (CUDA_VISIBLE_DEVICES), "
+        "each running one job at a time (default: one process, as set by --concurrency)",
+    )
     worker.set_defaults(func=worker_command)
 
     db = subparsers.add_parser("db", help="database migrations")
@@ -207,6 +213,10 @@ def worker_command(args: argparse.Namespace) -> int:
     from worker.celery_app import app
 
     queues = args.queues or get_settings().queue
+    if args.gpus is not None:
+        from cli.gpu_workers import parse_gpus, run_gpu_workers
+
+        return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel)
     app.worker_main(worker_argv(queues, args.concurrency, args.loglevel))
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,7 +24,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import ClassReport, Job, JobStatus, utcnow
+from app.models import Artifact, ClassReport, Job, JobStatus, utcnow
+from app.storage import StoredArtifact
 from app.sweeper import gave_up_message
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ def claim(
     worker_id: str,
     lease_s: float,
     max_attempts: int,
+    gpu: str | None = None,
 ) -> Claim | None:
     """Start the job if it is queued; None if it must not run here (finished, running under a
     live lease, claimed by someone else a moment ago, or out of attempts)."""
@@ -77,6 +80,7 @@ def claim(
                 status=JobStatus.running.value,
                 attempts=seen + 1,
                 worker_id=worker_id,
+                gpu=gpu,
                 lease_expires_at=now + timedelta(seconds=lease_s),
                 heartbeat_at=now,
                 started_at=now,
@@ -123,9 +127,14 @@ def finish(
     return done == 1
 
 
-def succeed(sessions: sessionmaker[Session], claim: Claim, report: dict[str, Any]) -> bool:
-    """Store the report and mark the job succeeded, in one transaction; False (and nothing
-    written) if this attempt no longer holds the job."""
+def succeed(
+    sessions: sessionmaker[Session],
+    claim: Claim,
+    report: dict[str, Any],
+    artifacts: Sequence[StoredArtifact] = (),
+) -> bool:
+    """Store the report and the list of stored files and mark the job succeeded, in one
+    transaction; False (and nothing written) if this attempt no longer holds the job."""
     report = _finite(report)
     values = _final(JobStatus.succeeded) | {"progress": 1.0, "report": report, "error": None}
     with sessions.begin() as session:
@@ -133,6 +142,11 @@ def succeed(sessions: sessionmaker[Session], claim: Claim, report: dict[str, Any
             return False  # the UPDATE matched nothing, so nothing was written
         session.execute(delete(ClassReport).where(ClassReport.job_id == claim.job_id))
         session.add_all(class_rows(claim.job_id, report))
+        session.execute(delete(Artifact).where(Artifact.job_id == claim.job_id))
+        session.add_all(
+            Artifact(job_id=claim.job_id, name=a.name, key=a.key, size=a.size, sha256=a.sha256)
+            for a in artifacts
+        )
     return True
 
 

@@ -1,10 +1,11 @@
 """The one task: run the pipeline for a job, moving its row queued -> running -> succeeded |
 failed | canceled. The ML lives in pipeline/; this module only keeps the database in step.
 
-Each attempt writes its outputs into a folder of its own (attempt-N beside out/), renamed to
-out/ only when the whole pipeline has finished, and the job turns succeeded only after that:
-a half-finished or killed attempt never looks finished, and a late worker from an earlier
-attempt cannot write into the files of the current one.
+Each attempt writes its outputs into a folder of its own (attempt-N), handed to the store
+(app/storage.py: renamed to out/, or uploaded to the object store) only when the whole
+pipeline has finished, and the job turns succeeded only after that, together with the list
+of stored files: a half-finished or killed attempt never looks finished, and a late worker
+from an earlier attempt cannot write into the files of the current one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import socket
 import uuid
 from functools import lru_cache
@@ -25,7 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import make_engine, make_sessionmaker
 from app.models import JobStatus
 from app.settings import Settings, get_settings
-from app.storage import job_dir, out_dir, upload_path
+from app.storage import (
+    ATTEMPT_PREFIX,
+    StorageUnavailable,
+    attempt_dir,
+    job_dir,
+    remove_path,
+    remove_stale_scratch,
+    storage_for,
+)
 from pipeline.errors import DatasetError
 from worker import jobstate
 from worker.celery_app import TASK_NAME, app
@@ -35,7 +43,6 @@ from worker.progress import JobCanceled, ProgressWriter
 from worker.warmup import start_warm_up, wait_for_warm_up
 
 log = logging.getLogger(__name__)
-ATTEMPT_PREFIX = "attempt-"
 
 
 @lru_cache
@@ -47,7 +54,10 @@ def _sessions(url: str) -> sessionmaker[Session]:
 @worker_process_init.connect
 def _warm_up_task_process(**_: object) -> None:
     """In each new task process (after the fork): pay the GPU's first-job costs now."""
-    if get_settings().warm_up:
+    settings = get_settings()
+    if settings.storage_url:  # a killed worker's scratch on this host: old enough to be dead
+        remove_stale_scratch(settings.jobs_dir, settings.visibility_timeout_s)
+    if settings.warm_up:
         start_warm_up()
 
 
@@ -62,24 +72,33 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def worker_gpu() -> str | None:
+    """The GPU(s) this process may use, as `balancer worker --gpus` set them."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
-    claim = jobstate.claim(sessions, job_id, worker_id(), settings.lease_s, settings.max_attempts)
+    claim = jobstate.claim(
+        sessions, job_id, worker_id(), settings.lease_s, settings.max_attempts, worker_gpu()
+    )
     if claim is None:
         return
     log.info("job %s: running (attempt %d)", job_id, claim.attempt)
-    work = attempt_dir(settings, claim)
+    storage = storage_for(settings)
+    work = attempt_dir(settings, job_id, claim.attempt)
     _remove_other_attempts(settings, claim)
     keeper = LeaseKeeper(sessions, claim, settings.lease_s, settings.heartbeat_interval_s)
     try:
         with keeper:
             progress = ProgressWriter(keeper, settings.progress_interval_s)
-            report = _run_pipeline(settings, claim, work, progress)
+            upload = storage.fetch_upload(job_id, claim.attempt)
+            report = _run_pipeline(settings, claim, work, progress, upload)
             progress.check()  # still ours, and not cancelled, before anything is published
-            _publish(work, out_dir(settings, job_id))
+            artifacts = storage.publish(job_id, work, progress.check)
+            progress.check()
     except LeaseLost:
-        # The sweeper gave the job to another attempt: that one owns the row and out/ now.
+        # The sweeper gave the job to another attempt: that one owns the row and the outputs.
         log.warning("job %s: attempt %d lost its lease; stopped", job_id, claim.attempt)
-        shutil.rmtree(work, ignore_errors=True)
     except JobCanceled:
         _end(settings, sessions, claim, JobStatus.canceled, None)
     except SoftTimeLimitExceeded:
@@ -87,27 +106,29 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
         _end(settings, sessions, claim, JobStatus.failed, msg)
     except DatasetError as exc:  # its message says what is wrong with the upload, and where
         _end(settings, sessions, claim, JobStatus.failed, str(exc))
+    except StorageUnavailable as exc:  # says which store and what it answered
+        _end(settings, sessions, claim, JobStatus.failed, f"the job stopped: {exc}")
     except Exception as exc:
         log.exception("job %s crashed", job_id)
         _end(settings, sessions, claim, JobStatus.failed, _error_message(exc))
     else:
-        if jobstate.succeed(sessions, claim, report):
+        if jobstate.succeed(sessions, claim, report, artifacts):
             log.info("job %s: succeeded", job_id)
-        else:  # lost between the last check and now; the newer attempt replaces out/
+        else:  # lost between the last check and now; the newer attempt replaces the outputs
             log.warning("job %s: attempt %d finished after losing its lease", job_id, claim.attempt)
+    finally:
+        storage.release_scratch(job_id, claim.attempt)
 
 
-def attempt_dir(settings: Settings, claim: Claim) -> Path:
-    return job_dir(settings, claim.job_id) / f"{ATTEMPT_PREFIX}{claim.attempt}"
-
-
-def _run_pipeline(settings: Settings, claim: Claim, work: Path, progress: ProgressWriter) -> dict:
+def _run_pipeline(
+    settings: Settings, claim: Claim, work: Path, progress: ProgressWriter, upload: Path
+) -> dict:
     # Imported here, in the task's process: torch loads (and CUDA starts) after the fork.
     from pipeline.config import RunConfig
     from pipeline.run import run_pipeline
 
     return run_pipeline(
-        upload_path(settings, claim.job_id),
+        upload,
         work,
         RunConfig.from_dict(claim.config),
         progress=progress,
@@ -115,20 +136,13 @@ def _run_pipeline(settings: Settings, claim: Claim, work: Path, progress: Progre
     )
 
 
-def _publish(work: Path, out: Path) -> None:
-    """Replace out/ with this attempt's complete outputs. out/ can only be left over from an
-    attempt that died between this rename and marking the job succeeded, so nothing serves
-    it: the API serves files of succeeded jobs only."""
-    shutil.rmtree(out, ignore_errors=True)
-    work.rename(out)
-
-
 def _remove_other_attempts(settings: Settings, claim: Claim) -> None:
-    """Folders of earlier attempts belong to workers that died or lost the job."""
+    """Scratch of earlier attempts on this host belongs to workers that died or lost the job."""
     folder = job_dir(settings, claim.job_id)
+    mine = attempt_dir(settings, claim.job_id, claim.attempt).name
     for stale in folder.glob(f"{ATTEMPT_PREFIX}*"):
-        if stale.name != f"{ATTEMPT_PREFIX}{claim.attempt}":
-            shutil.rmtree(stale, ignore_errors=True)
+        if stale.name not in {mine, f"{mine}.zip"}:
+            remove_path(stale)
 
 
 def _end(
@@ -138,12 +152,16 @@ def _end(
     status: JobStatus,
     error: str | None,
 ) -> None:
-    shutil.rmtree(attempt_dir(settings, claim), ignore_errors=True)
+    storage = storage_for(settings)
+    storage.release_scratch(claim.job_id, claim.attempt)
     if not jobstate.finish(sessions, claim, status, error):
         log.warning("job %s: attempt %d no longer holds the job", claim.job_id, claim.attempt)
         return
     # A failed or canceled job has no results; drop any left over from an earlier attempt.
-    shutil.rmtree(out_dir(settings, claim.job_id), ignore_errors=True)
+    try:
+        storage.discard_outputs(claim.job_id)
+    except StorageUnavailable as exc:  # unreachable outputs of a failed job harm nobody
+        log.warning("job %s: could not remove partial outputs: %s", claim.job_id, exc)
     log.info("job %s: %s%s", claim.job_id, status.value, f" ({error})" if error else "")
 
 

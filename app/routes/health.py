@@ -10,6 +10,7 @@ from sqlalchemy import text
 from app.deps import CeleryDep, SessionDep, SettingsDep
 from app.problems import ProblemError, problem_responses
 from app.schemas import Health
+from app.storage import storage_for
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -22,13 +23,14 @@ def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    summary="The database and the broker are reachable",
+    summary="The database, the broker and the file store are reachable",
     response_model=Health,
     responses=problem_responses(503),
 )
 def readyz(session: SessionDep, celery: CeleryDep, settings: SettingsDep) -> Health:
     checks = {"database": _check(lambda: session.execute(text("SELECT 1")))}
     checks["broker"] = _check(lambda: _ping_broker(celery, settings.queue))
+    checks["storage"] = _check(storage_for(settings).check)
     if any(v != "ok" for v in checks.values()):
         raise ProblemError(503, "not-ready", "Not ready", _summary(checks), checks=checks)
     return Health(status="ok", checks=checks)

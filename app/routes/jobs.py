@@ -18,7 +18,8 @@ from app.models import FINISHED, Job, JobStatus
 from app.problems import ProblemError, problem_responses
 from app.schemas import ClassRow, JobOut, JobPage
 from app.settings import Settings
-from app.storage import UploadTooLarge, delete_job_files, out_dir, save_upload, upload_path
+from app.storage import UploadTooLarge, delete_job_files, save_upload, storage_for, upload_path
+from app.storage_http import artifact_response
 from pipeline.config import RunConfig
 from worker.celery_app import enqueue_job
 
@@ -92,6 +93,7 @@ def create_job(
         if size > (owner_limit := settings.max_upload_bytes_for(owner)):
             raise upload_too_large(owner_limit, size)
         _inspect_dataset(upload_path(settings, job_id), run_config, settings)
+        storage_for(settings).keep_upload(job_id)  # 503 if the store is down
     except UploadTooLarge:
         delete_job_files(settings, job_id)
         raise _too_large(settings) from None
@@ -172,8 +174,9 @@ def get_classes(job_id: JobId, owner: CurrentOwner, session: SessionDep) -> list
 def get_balanced_dataset(
     job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    job, path = _artifact(session, settings, job_id, owner, "balanced.zip")
-    return FileResponse(path, media_type="application/zip", filename=f"balanced-{job.id}.zip")
+    job = _succeeded_or_409(session, job_id, owner)
+    name = f"balanced-{job.id}.zip"
+    return artifact_response(settings, job.id, "balanced.zip", "application/zip", filename=name)
 
 
 @router.get(
@@ -185,8 +188,8 @@ def get_balanced_dataset(
 def get_samples(
     job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    _, path = _artifact(session, settings, job_id, owner, "samples.png")
-    return FileResponse(path, media_type="image/png")
+    job = _succeeded_or_409(session, job_id, owner)
+    return artifact_response(settings, job.id, "samples.png", "image/png")
 
 
 # The report is self-contained (inline styles, data: images) and has no scripts: allow no more.
@@ -206,9 +209,10 @@ REPORT_HTML_EXAMPLE = "<!doctype html><html><head><title>Balancing report</title
 def get_report_html(
     job_id: JobId, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> Response:
-    _, path = _artifact(session, settings, job_id, owner, "report.html")
+    job = _succeeded_or_409(session, job_id, owner)
     headers = {"Content-Security-Policy": REPORT_CSP}
-    return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
+    media_type = "text/html; charset=utf-8"
+    return artifact_response(settings, job.id, "report.html", media_type, headers=headers)
 
 
 @router.delete(
@@ -316,16 +320,6 @@ def _succeeded_or_409(session: SessionDep, job_id: str, owner: str) -> Job:
             409, "job-not-finished", "Job has no results", detail, job_status=job.status
         )
     return job
-
-
-def _artifact(
-    session: SessionDep, settings: Settings, job_id: str, owner: str, name: str
-) -> tuple[Job, Path]:
-    job = _succeeded_or_409(session, job_id, owner)
-    path = out_dir(settings, job.id) / name
-    if not path.is_file():
-        raise ProblemError(404, "file-missing", "File missing", f"{name} of job {job.id} is gone")
-    return job, path
 
 
 def _job_json(session: SessionDep, job_id: uuid.UUID, owner: str, status: int) -> Response:

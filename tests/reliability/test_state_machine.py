@@ -279,7 +279,9 @@ def test_the_lease_runs_out_while_the_database_is_unreachable(
 
 
 def fake_pipeline(behaviour: Callable[[Path, ProgressWriter], None]):  # noqa: ANN201
-    def run(settings: Settings, claim: Claim, work: Path, progress: ProgressWriter) -> dict:
+    def run(
+        settings: Settings, claim: Claim, work: Path, progress: ProgressWriter, upload: Path
+    ) -> dict:
         work.mkdir(parents=True)
         (work / "report.json").write_text("{}")
         behaviour(work, progress)

@@ -56,7 +56,7 @@ def wait_for(svc: Service, job_id: str, done, timeout: float = JOB_TIMEOUT_S) ->
 def test_health(service: Service) -> None:
     assert service.client.get("/healthz").json()["status"] == "ok"
     ready = service.client.get("/readyz").json()
-    assert ready["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
 
 
 def test_upload_poll_and_download(service: Service, dataset_zip: bytes) -> None:

@@ -1,0 +1,77 @@
+"""`balancer worker --gpus all|0,1,...`: one Celery worker process per GPU on this host.
+
+Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs one job at a time with prefetch 1 (the
+Celery settings of worker/celery_app.py) and takes the same queues. This process only
+supervises: TERM or Ctrl-C stops every child (warm: running jobs finish first); a child that
+exits ends the others too, so that a container or systemd restarts the host's workers as one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from cli.service_commands import stop_process, worker_argv
+
+POLL_S = 0.5
+
+
+def parse_gpus(spec: str) -> list[str]:
+    """"all" = every GPU this process may see; else a comma-separated list of indexes or
+    GPU UUIDs, as CUDA_VISIBLE_DEVICES takes them."""
+    if spec.strip() == "all":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            gpus = [g.strip() for g in visible.split(",") if g.strip()]
+        else:
+            gpus = [str(i) for i in range(_device_count())]
+        if not gpus:
+            raise SystemExit("--gpus all: no GPU is visible on this host")
+        return gpus
+    gpus = [g.strip() for g in spec.split(",")]
+    if not all(gpus) or len(set(gpus)) != len(gpus):
+        raise SystemExit(f"--gpus {spec!r}: give 'all' or distinct ids, e.g. 0,1")
+    return gpus
+
+
+def _device_count() -> int:
+    import torch  # only here: the supervisor itself never starts CUDA
+
+    return torch.cuda.device_count()
+
+
+def worker_commands(gpus: list[str], queues: str, loglevel: str) -> list[tuple[list[str], str]]:
+    """(argv, CUDA_VISIBLE_DEVICES) of each child."""
+    base = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
+    return [
+        (base + worker_argv(queues, 1, loglevel) + [f"--hostname=gpu{gpu}@%h"], gpu)
+        for gpu in gpus
+    ]
+
+
+def run_gpu_workers(gpus: list[str], queues: str, loglevel: str) -> int:
+    children = []
+    for argv, gpu in worker_commands(gpus, queues, loglevel):
+        env = os.environ | {"CUDA_VISIBLE_DEVICES": gpu}
+        children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+    print(f"balancer worker: {len(children)} worker(s), GPUs {','.join(gpus)}", flush=True)
+    stopping: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    code = 0
+    while not stopping:
+        ended = [p for p in children if p.poll() is not None]
+        if ended:
+            code = ended[0].returncode or 1  # one worker gone: restart the host's set
+            print(f"balancer worker: pid {ended[0].pid} exited ({code}); stopping", flush=True)
+            break
+        time.sleep(POLL_S)
+    for proc in children:  # warm shutdown of all at once, then wait for each
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children:
+        stop_process(proc)
+    return code
