@@ -20,7 +20,7 @@ POLL_S = 0.5
 
 
 def parse_gpus(spec: str) -> list[str]:
-    """"all" = every GPU this process may see; else a comma-separated list of indexes or
+    """`all` = every GPU this process may see; else a comma-separated list of indexes or
     GPU UUIDs, as CUDA_VISIBLE_DEVICES takes them."""
     if spec.strip() == "all":
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -47,8 +47,7 @@ def worker_commands(gpus: list[str], queues: str, loglevel: str) -> list[tuple[l
     """(argv, CUDA_VISIBLE_DEVICES) of each child."""
     base = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     return [
-        (base + worker_argv(queues, 1, loglevel) + [f"--hostname=gpu{gpu}@%h"], gpu)
-        for gpu in gpus
+        (base + worker_argv(queues, 1, loglevel) + [f"--hostname=gpu{gpu}@%h"], gpu) for gpu in gpus
     ]
 
 
