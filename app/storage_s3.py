@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -236,7 +237,9 @@ class _Translate:
         return None
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
-        if isinstance(exc, ClientError | BotoCoreError):
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+            exc = exc.__context__  # the managed upload's wrapper: explain the cause
+        if isinstance(exc, ClientError | BotoCoreError | Boto3Error):
             raise StorageUnavailable(_explain(exc, self.storage, self.doing)) from None
         return False
 
