@@ -2,8 +2,9 @@
 
 Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs one job at a time with prefetch 1 (the
 Celery settings of worker/celery_app.py) and takes the same queues. This process only
-supervises: TERM or Ctrl-C stops every child (warm: running jobs finish first); a child that
-exits ends the others too, so that a container or systemd restarts the host's workers as one.
+supervises: TERM or Ctrl-C stops every child (warm: running jobs finish first, for up to a
+minute); a child that exits ends the others too, so that a container or systemd restarts the
+host's workers as one. The children share this process's group: killing the group kills all.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import subprocess
 import sys
 import time
 
-from cli.service_commands import stop_process, worker_argv
+from cli.service_commands import worker_argv
 
 POLL_S = 0.5
+STOP_GRACE_S = 60.0
 
 
 def parse_gpus(spec: str) -> list[str]:
@@ -55,7 +57,9 @@ def run_gpu_workers(gpus: list[str], queues: str, loglevel: str) -> int:
     children = []
     for argv, gpu in worker_commands(gpus, queues, loglevel):
         env = os.environ | {"CUDA_VISIBLE_DEVICES": gpu}
-        children.append(subprocess.Popen(argv, env=env, start_new_session=True))
+        # Same process group as this one: a kill of the group (a host's death, a container
+        # stop) reaches every worker, and Ctrl-C reaches them from the terminal.
+        children.append(subprocess.Popen(argv, env=env))
     print(f"balancer worker: {len(children)} worker(s), GPUs {','.join(gpus)}", flush=True)
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,9 +72,14 @@ def run_gpu_workers(gpus: list[str], queues: str, loglevel: str) -> int:
             print(f"balancer worker: pid {ended[0].pid} exited ({code}); stopping", flush=True)
             break
         time.sleep(POLL_S)
-    for proc in children:  # warm shutdown of all at once, then wait for each
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    if signal.SIGINT not in stopping:  # Ctrl-C reached them already; twice is a cold stop
+        for proc in children:  # warm shutdown of all at once: running jobs finish
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
     for proc in children:
-        stop_process(proc)
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its job's message goes back to the queue (acks_late)
+            proc.wait()
     return code

@@ -80,7 +80,7 @@ class S3Server:
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
         )  # fmt: skip
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 

@@ -58,7 +58,7 @@ def test_an_upload_travels_to_a_worker_and_its_outputs_back(
     stage_upload(storage, job_id, upload)
     storage.keep_upload(job_id)
     assert not (storage.scratch / str(job_id)).exists(), "the staged upload is removed"
-    assert server.keys() == [f"t/uploads/{job_id}.zip"]
+    assert server.object_keys() == [f"t/uploads/{job_id}.zip"]
 
     # A worker on another host: scratch of its own.
     worker = S3Storage(f"s3://{BUCKET}/t", tmp_path / "worker", server.endpoint, part_size=PART)
@@ -91,7 +91,7 @@ def test_an_upload_travels_to_a_worker_and_its_outputs_back(
     assert job_id in storage.stored_jobs(later())
     assert job_id not in storage.stored_jobs(datetime.now(timezone.utc) - timedelta(hours=1))  # noqa: UP017
     storage.delete_job(job_id)
-    assert server.keys() == []
+    assert server.object_keys() == []
 
 
 def test_a_presigned_url_expires_and_is_signed(storage: S3Storage, server: S3Server) -> None:
