@@ -101,6 +101,9 @@ class Storage(Protocol):
     def check(self) -> None:
         """Raise unless the store is usable (readiness)."""
 
+    def create_if_missing(self) -> bool:
+        """Create the bucket or folder unless it exists; True if it was created."""
+
 
 def storage_for(settings: Settings) -> Storage:
     return _open(
@@ -260,6 +263,11 @@ class LocalStorage:
     def check(self) -> None:
         if not os.access(self.jobs_dir, os.W_OK):
             raise StorageUnavailable(f"{self.jobs_dir} is not writable")
+
+    def create_if_missing(self) -> bool:
+        created = not self.jobs_dir.is_dir()
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        return created
 
 
 def _newest_mtime(folder: Path) -> float:

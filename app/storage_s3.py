@@ -204,6 +204,18 @@ class S3Storage:
         with self._errors("checking the bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
+    def create_if_missing(self) -> bool:
+        """Create the bucket unless it exists; True if it was created."""
+        try:
+            self.check()
+            return False
+        except StorageUnavailable as exc:
+            if "does not exist" not in str(exc):
+                raise
+        with self._errors("creating the bucket"):
+            self.client.create_bucket(Bucket=self.bucket)
+        return True
+
     # --- helpers ----------------------------------------------------------------------------
 
     def _errors(self, doing: str) -> _Translate:

@@ -1,5 +1,5 @@
-"""`balancer serve | api | worker | db upgrade | db downgrade | keys create | keys list |
-keys revoke`. Heavy imports stay inside handlers so
+"""`balancer serve | api | worker | storage init | db upgrade | db downgrade | keys create |
+keys list | keys revoke`. Heavy imports stay inside handlers so
 that `balancer --help` and the pipeline commands start fast."""
 
 from __future__ import annotations
@@ -47,6 +47,13 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     worker.set_defaults(func=worker_command)
 
+    storage = subparsers.add_parser("storage", help="the file store (BALANCER_STORAGE_URL)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    init = storage_commands.add_parser(
+        "init", help="create the bucket if it is missing, then check that it is usable"
+    )
+    init.set_defaults(func=storage_init_command)
+
     db = subparsers.add_parser("db", help="database migrations")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="{upgrade,downgrade}")
     up = db_commands.add_parser("upgrade", help="migrate the database to a revision")
@@ -93,6 +100,22 @@ def db_upgrade_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.ensure_dirs()
     migrations.upgrade(settings.database_url, args.revision)
+    return 0
+
+
+def storage_init_command(args: argparse.Namespace) -> int:
+    from app.settings import get_settings
+    from app.storage import StorageUnavailable, storage_for
+
+    settings = get_settings()
+    storage = storage_for(settings)
+    try:
+        created = storage.create_if_missing()
+        storage.check()
+    except StorageUnavailable as exc:
+        print(f"storage: {exc}", file=sys.stderr)
+        return 1
+    print(f"storage: {storage.description}: {'created' if created else 'exists'}, usable")
     return 0
 
 

@@ -27,7 +27,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-APP_SERVICES = ("migrate", "api", "worker")
+APP_SERVICES = ("migrate", "storage-init", "api", "worker", "worker-2")
+WORKERS = ("worker", "worker-2")
 TOOL_TIMEOUT_S = 120
 
 
@@ -229,10 +230,13 @@ def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path):
 
 
 def test_compose_has_the_expected_services(services: dict):
-    assert {"api", "worker", "redis", "postgres", "migrate"} <= set(services)
+    assert {"api", "worker", "redis", "postgres", "migrate", "seaweedfs"} <= set(services)
     assert services["api"]["command"] == ["balancer", "api", "--host", "0.0.0.0", "--port", "8000"]
-    assert services["worker"]["command"] == ["balancer", "worker"]
+    for name in WORKERS:
+        assert services[name]["command"] == ["balancer", "worker", "--gpus", "all"], name
     assert services["migrate"]["command"] == ["balancer", "db", "upgrade"]
+    assert services["storage-init"]["command"] == ["balancer", "storage", "init"]
+    assert str(services["seaweedfs"]["image"]).startswith("chrislusf/seaweedfs:")
     assert str(services["redis"]["image"]).split(":")[:2] == ["redis", "7"]
     assert str(services["postgres"]["image"]).split(":")[:2] == ["postgres", "16"]
 
@@ -249,8 +253,9 @@ def test_app_services_share_one_image_built_from_the_dockerfile(services: dict):
         assert dockerfile.resolve() == DOCKERFILE.resolve(), name
 
 
-def test_worker_reserves_nvidia_gpus(services: dict):
-    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+@pytest.mark.parametrize("worker", WORKERS)
+def test_worker_reserves_nvidia_gpus(services: dict, worker: str):
+    devices = services[worker]["deploy"]["resources"]["reservations"]["devices"]
     gpu = [d for d in devices if d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])]
     assert gpu, f"no nvidia gpu reservation in {devices}"
     device = gpu[0]
@@ -262,13 +267,23 @@ def test_worker_reserves_nvidia_gpus(services: dict):
     assert "deploy" not in services["api"], "the api needs no GPU"
 
 
-def test_api_and_worker_share_the_data_volume(compose: dict, services: dict):
-    assert "data" in (compose.get("volumes") or {}), "top-level named volume 'data' is missing"
-    for name in ("api", "worker"):
-        assert ("data", "/data") in volume_mounts(services[name]), (
-            f"{name} does not mount the named volume 'data' at /data: "
-            f"{services[name].get('volumes')}"
-        )
+def test_api_and_workers_share_no_disk_only_the_object_store(compose: dict, services: dict):
+    """Each host keeps scratch of its own; uploads and results go through the object store."""
+    for name in APP_SERVICES:
+        assert volume_mounts(services[name]) == [], f"{name} mounts {services[name]['volumes']}"
+        env = services[name]["environment"]
+        assert env["BALANCER_STORAGE_URL"].startswith("s3://"), name
+        assert env["BALANCER_S3_ENDPOINT_URL"] == "http://seaweedfs:8333", name
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= set(env), name
+    store = services["seaweedfs"]
+    assert ("objects", "/data") in volume_mounts(store), store.get("volumes")
+    assert "objects" in (compose.get("volumes") or {})
+    assert "-s3" in store["command"] and "-s3.port=8333" in store["command"]
+    assert any(str(p).endswith("8333") for p in store["ports"]), "presigned URLs need the port"
+    assert depends_on(services["storage-init"]) == {"seaweedfs": "service_healthy"}
+    # The second GPU host is the first one's twin, started only on demand.
+    twin = {k: v for k, v in services["worker-2"].items() if k != "profiles"}
+    assert twin == services["worker"] and services["worker-2"]["profiles"]
 
 
 def test_postgres_keeps_its_data_in_a_named_volume(compose: dict, services: dict):
@@ -291,11 +306,12 @@ def test_app_services_use_postgres_redis_and_the_data_dir(services: dict):
 
 def test_startup_order_waits_for_healthy_backends_and_migrations(services: dict):
     assert depends_on(services["migrate"]).get("postgres") == "service_healthy"
-    for name in ("api", "worker"):
+    for name in ("api", *WORKERS):
         deps = depends_on(services[name])
         assert deps.get("postgres") == "service_healthy", name
         assert deps.get("redis") == "service_healthy", name
         assert deps.get("migrate") == "service_completed_successfully", name
+        assert deps.get("storage-init") == "service_completed_successfully", name
     # service_healthy is only reachable for a service that has a healthcheck.
     for name, service in services.items():
         for dep, condition in depends_on(service).items():
@@ -310,7 +326,7 @@ def test_api_is_published_and_health_checked(services: dict):
     assert any(str(p).endswith("8000") for p in api.get("ports", [])), api.get("ports")
     assert "/healthz" in " ".join(api["healthcheck"]["test"])
     # The image's HTTP health check means nothing for processes that serve no HTTP.
-    for name in ("worker", "migrate"):
+    for name in ("worker", "worker-2", "migrate", "storage-init"):
         assert services[name].get("healthcheck", {}).get("disable") is True, name
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -144,3 +146,21 @@ def test_a_store_that_is_gone_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     storage = S3Storage(f"s3://{BUCKET}", tmp_path, f"http://127.0.0.1:{free_port()}")
     with pytest.raises(StorageUnavailable, match="is unreachable .* while fetching the upload"):
         storage.fetch_upload(uuid.uuid4(), 1)
+
+
+def test_storage_init_creates_the_bucket_once(server: S3Server, tmp_path: Path) -> None:
+    from tests.reliability.stack import ROOT, python_path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "AWS_"))}
+    env |= server.env(BALANCER_STORAGE_URL="s3://fresh-bucket/x") | {"PYTHONPATH": python_path()}
+    env |= {"BALANCER_DATA_DIR": str(tmp_path)}
+
+    def init(**extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "cli.main", "storage", "init"]
+        return subprocess.run(cmd, cwd=ROOT, env=env | extra, capture_output=True, text=True)
+
+    first, second = init(), init()
+    assert first.returncode == 0 and "created, usable" in first.stdout, first.stderr
+    assert second.returncode == 0 and "exists, usable" in second.stdout, second.stderr
+    refused = init(AWS_SECRET_ACCESS_KEY="wrong")
+    assert refused.returncode == 1 and "refused our credentials" in refused.stderr
