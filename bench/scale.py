@@ -7,7 +7,8 @@ worker`s, PostgreSQL, Redis, and an S3 server (rclone, or SeaweedFS with --store
     python bench/scale.py --jobs 3 --runs s3:1,s3:2      # a shorter run
 
 Each run: start the API and N workers, wait until they are ready, submit --jobs jobs at once
-(the MNIST 1/2/3 demo dataset, the quick preset with small iteration counts), and time from
+(MNIST digits 1/2/3, 10/100/100 training images; the quick preset with small iteration
+counts), and time from
 the first upload to the last job's success. On a CPU-only machine the workers compete for the
 same cores, so this measures the overhead of the storage backend and of coordination, not
 how a GPU cluster scales.
@@ -36,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 from bench.common import format_table  # noqa: E402
 from cli.service_commands import stop_process  # noqa: E402
 
-CONFIG = {"preset": "quick", "gan_iterations": 100, "epochs": 1, "seeds": 1}
+CONFIG = {"preset": "quick", "gan_iterations": 50, "epochs": 1, "seeds": 1}
+# MNIST digits 1 / 2 / 3 with 10 / 100 / 100 training and 50 test images each.
+COUNTS, TEST_PER_CLASS = {1: 10, 2: 100, 3: 100}, 50
 ACCESS_KEY, SECRET_KEY, BUCKET = "bench", "bench-secret", "balancer"
 START_S, JOB_S = 120, 1800
 
@@ -69,8 +72,17 @@ def start_s3(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
         config.write_text(json.dumps({"identities": [
             {"name": "bench", "credentials": creds, "actions": ["Admin", "Read", "Write", "List"]}
         ]}))  # fmt: skip
-        names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                 "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
+        names = (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        )
         cmd = [str(binaries / "weed"), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1",
                "-ip.bind=127.0.0.1", f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-webdav=false", "-admin.ui=false", f"-s3.config={config}", f"-bucket={BUCKET}",
@@ -115,7 +127,8 @@ def run_once(args: argparse.Namespace, backend: str, workers: int, data: bytes) 
     s3 = None
     if backend == "s3":
         s3, endpoint = start_s3(args.store, root / "s3")
-        env |= {"BALANCER_STORAGE_URL": f"s3://{BUCKET}/bench", "BALANCER_S3_ENDPOINT_URL": endpoint,
+        env |= {"BALANCER_STORAGE_URL": f"s3://{BUCKET}/bench",
+                "BALANCER_S3_ENDPOINT_URL": endpoint,
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}  # fmt: skip
     try:
         cli = lambda *a: subprocess.run(  # noqa: E731
@@ -198,7 +211,7 @@ def _ready(client: httpx.Client) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=6, help="jobs per run (default 6)")
+    parser.add_argument("--jobs", type=int, default=4, help="jobs per run (default 4)")
     parser.add_argument("--runs", default="local:1,s3:1,s3:2,s3:3", help="backend:workers,...")
     parser.add_argument("--store", choices=["rclone", "seaweedfs"], default="rclone")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
@@ -206,11 +219,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
-    from pipeline.demo import write_demo_zip
+    from pipeline.demo import load_mnist_5k, write_digits_zip
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_demo_zip(Path(tmp) / "demo.zip")
-        data = (Path(tmp) / "demo.zip").read_bytes()
+        images, labels = load_mnist_5k()
+        write_digits_zip(Path(tmp) / "d.zip", images, labels, COUNTS, TEST_PER_CLASS, seed=0)
+        data = (Path(tmp) / "d.zip").read_bytes()
     results = []
     for run in args.runs.split(","):
         backend, workers = run.split(":")
@@ -225,6 +239,7 @@ def main() -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
         meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "config": CONFIG,
+                "dataset": {"train": COUNTS, "test_per_class": TEST_PER_CLASS},
                 "cpus": os.cpu_count(), "machine": platform.platform()}  # fmt: skip
         args.json.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
     return 0
