@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = None
     if "1gpu" in by_step and "2gpu" in by_step and by_step["1gpu"]["jobs_per_hour"]:
         ratio = round((by_step["2gpu"]["jobs_per_hour"] or 0) / by_step["1gpu"]["jobs_per_hour"], 2)
-    two = [r for r in results if r["step"] != "1gpu"]
+    two = [r for r in results if r["step"] == "2gpu"]
     checks = {
         "all_succeeded": all(r["all_succeeded"] for r in results),
         "both_gpus_ran_jobs": all(len(r["jobs_per_gpu"]) == 2 for r in two) if two else None,
