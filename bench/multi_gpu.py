@@ -138,6 +138,20 @@ def summarize(name: str, rows: list[dict[str, Any]], memory: dict[str, float] | 
         "jobs_per_gpu": dict(sorted(per_gpu.items())),
         "jobs_per_worker": dict(sorted(per_worker.items())),
         "gpu_memory_peak_mib": memory,
+        # Which worker process (host:pid) and GPU ran each job, from its last claim.
+        "job_rows": [
+            {
+                "id": str(r.get("id")),
+                "status": r["status"],
+                "gpu": r["gpu"],
+                "worker": r["worker_id"],
+                "attempts": r.get("attempts"),
+                "wall_s": round((r["finished_at"] - r["started_at"]).total_seconds(), 1)
+                if r["finished_at"] and r["started_at"]
+                else None,
+            }
+            for r in rows
+        ],  # fmt: skip
     }
 
 

@@ -51,6 +51,7 @@ def test_summary_spans_first_claim_to_last_success() -> None:
     assert s["jobs_per_hour"] == 4 / 50 * 3600
     assert s["p50_s"] == 20.0 and s["p95_s"] == pytest.approx(37.0)
     assert s["jobs_per_gpu"] == {"0": 2, "1": 2}
+    assert [(j["gpu"], j["worker"], j["wall_s"]) for j in s["job_rows"]][2] == ("0", "host:100", 40)
     assert "0:2 1:2" in table([s]) and "0:1000 1:1100" in table([s])
 
 
