@@ -84,8 +84,10 @@ def multipart_body(
     def body() -> Iterator[bytes]:
         if config:
             yield (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="config"\r\n\r\n'
-            ).encode() + json.dumps(config).encode() + b"\r\n"
+                (f'--{boundary}\r\nContent-Disposition: form-data; name="config"\r\n\r\n').encode()
+                + json.dumps(config).encode()
+                + b"\r\n"
+            )
         yield (
             f'--{boundary}\r\nContent-Disposition: form-data; name="dataset"; '
             f'filename="{safe_name}"\r\nContent-Type: application/zip\r\n\r\n'

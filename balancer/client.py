@@ -116,7 +116,8 @@ class Client:
             return self._post_zip("dataset.zip", dataset, options)  # type: ignore[arg-type]
         path = Path(dataset)  # type: ignore[arg-type]
         if path.is_dir():
-            content_type, body = multipart_body(f"{path.resolve().name}.zip", zip_chunks(path), options)
+            name = f"{path.resolve().name}.zip"
+            content_type, body = multipart_body(name, zip_chunks(path), options)
             response = self._request(
                 "POST", "/v1/jobs", content=body, headers={"Content-Type": content_type}
             )
@@ -340,7 +341,9 @@ class _ProgressBar:
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+    if minutes < 60:
+        return f"{minutes}:{secs:02d}"
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def _same_origin(url: httpx.URL, base: httpx.URL) -> bool:
