@@ -39,6 +39,15 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     worker.add_argument("--loglevel", default="info", help="debug, info, warning, error")
     worker.add_argument("--queues", default=None, help="comma-separated (default: BALANCER_QUEUE)")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus figures at http://HOST:PORT/metrics",
+    )
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
+    )
     worker.set_defaults(func=worker_command)
 
     db = subparsers.add_parser("db", help="database migrations")
@@ -203,6 +212,10 @@ def ensure_first_key(database_url: str) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None:  # first: before Celery and the gauges are imported
+        from worker.metrics_server import serve
+
+        serve(args.metrics_port, args.metrics_host)
     from app.settings import get_settings
     from worker.celery_app import app
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
@@ -27,7 +27,7 @@ from app.models import JobStatus
 from app.settings import Settings, get_settings
 from app.storage import job_dir, out_dir, upload_path
 from pipeline.errors import DatasetError
-from worker import jobstate
+from worker import jobstate, observability
 from worker.celery_app import TASK_NAME, app
 from worker.jobstate import Claim, LeaseLost
 from worker.lease import LeaseKeeper
@@ -49,13 +49,21 @@ def _warm_up_task_process(**_: object) -> None:
     """In each new task process (after the fork): pay the GPU's first-job costs now."""
     if get_settings().warm_up:
         start_warm_up()
+    else:
+        observability.set_warm_up("off")
+
+
+@worker_process_shutdown.connect
+def _forget_task_process(**_: object) -> None:
+    observability.process_exiting()
 
 
 @app.task(name=TASK_NAME)
 def run_job(job_id: str) -> None:
     settings = get_settings()
     wait_for_warm_up()
-    run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
+    with observability.job_running():
+        run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
 
 
 def worker_id() -> str:
