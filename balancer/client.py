@@ -13,6 +13,7 @@ service that cannot be reached raises `ServiceUnreachable`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -137,8 +138,6 @@ class Client:
         return [Job(self, item) for item in page["items"]]
 
     def _post_zip(self, name: str, file: bytes | IO[bytes], options: dict[str, Any]) -> Job:
-        import json
-
         data = {"config": json.dumps(options)} if options else None
         files = {"dataset": (name, file, "application/zip")}
         return Job(self, self._request("POST", "/v1/jobs", data=data, files=files).json())
@@ -240,7 +239,8 @@ class Job:
         try:
             bar.show(self.info)
             if events and not self.finished and self._follow_events(bar, deadline):
-                return self.refresh()
+                bar.show(self.refresh().info)
+                return self
             while not self.refresh().finished:
                 bar.show(self.info)
                 if deadline is not None and time.monotonic() > deadline:
