@@ -119,6 +119,16 @@ def test_figures_move_as_jobs_run(stack: tuple[Service, str], dataset_zip: bytes
         )
     assert value(after, "balancer_stage_duration_seconds_sum", stage="training_gan") > 0
     assert value(after, "balancer_jobs", status="running") == 0
+    # Deleting a finished job takes it out of the status gauge, never out of the counters.
+    assert svc.client.delete(f"/v1/jobs/{done['id']}").status_code == 204
+    deleted = scrape(api_url)
+    assert value(deleted, "balancer_jobs", status="succeeded") == 0
+    for name, labels in (
+        ("balancer_jobs_finished_total", {"outcome": "succeeded"}),
+        ("balancer_job_duration_seconds_count", {"outcome": "succeeded"}),
+        ("balancer_stage_duration_seconds_count", {"stage": "packaging"}),
+    ):
+        assert value(deleted, name, **labels) == value(after, name, **labels)
 
     # Uploads: bytes received; a refused one counted by its rule.
     grew = value(after, "balancer_upload_bytes_total", outcome="accepted") - value(
