@@ -10,10 +10,20 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import BACKENDS, LONG, QUICK, Service, _free_port, running_service, service_env
+from .conftest import (
+    BACKENDS,
+    FINISHED,
+    LONG,
+    QUICK,
+    Service,
+    _free_port,
+    running_service,
+    service_env,
+)
 
 STAGES = ("validating", "training_gan", "training_classifier", "evaluating", "packaging")
 WAIT_S = 120
+JOB_WAIT_S = 600  # a whole quick job on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -45,8 +55,8 @@ def value(figures: dict, name: str, **labels: str) -> float:
     return figures.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
+def wait_for(check: Callable[[], bool], what: str, seconds: float = WAIT_S) -> None:
+    deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
@@ -105,7 +115,8 @@ def test_figures_move_as_jobs_run(stack: tuple[Service, str], dataset_zip: bytes
 
     # A job that succeeds: counted, timed as a whole and per stage.
     done = svc.client.post("/v1/jobs", files=files, data={"config": _json(QUICK)}).json()
-    wait_for(lambda: _status(svc, done["id"]) == "succeeded", "the quick job to succeed")
+    wait_for(lambda: _status(svc, done["id"]) in FINISHED, "the quick job to end", JOB_WAIT_S)
+    assert _status(svc, done["id"]) == "succeeded", svc.log_tail()
     after = scrape(api_url)
     assert value(after, "balancer_jobs_finished_total", outcome="succeeded") == 1 + value(
         before, "balancer_jobs_finished_total", outcome="succeeded"
