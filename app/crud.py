@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from app.job_metrics import record_finish
 from app.models import ClassReport, Job, JobStatus, utcnow
 
 
@@ -52,6 +53,8 @@ def cancel_if_queued(session: Session, job_id: uuid.UUID) -> bool:
     )
     done = session.execute(stmt).rowcount == 1
     session.commit()
+    if done:
+        record_finish(session, job_id, JobStatus.canceled.value)
     return done
 
 

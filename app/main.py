@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from app.auth import UploadGate
 from app.db import make_engine, make_sessionmaker
 from app.limits import BodySizeLimit
+from app.observability import install_metrics
 from app.problems import install_problem_handlers
 from app.routes import events, health, jobs
 from app.routes.docs import mount_docs
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, path="/v1/jobs", limit=settings.max_upload_bytes + 1024**2)
     # Outermost: an upload without a valid key, or over its owner's limits, is refused unread.
     app.add_middleware(UploadGate, path="/v1/jobs")
+    # Outside even that: /metrics counts and times every request, refused uploads included.
+    install_metrics(app, app.state.sessionmaker)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(health.router)

@@ -159,3 +159,16 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MetricTotal(Base):
+    """Service-wide running totals for /metrics (app/job_metrics.py): a counter, or one
+    histogram bucket or sum, per (metric, labels). Kept apart from the job rows so that
+    deleting a job never makes a counter go down."""
+
+    __tablename__ = "metric_totals"
+
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Canonical JSON of the label values (sorted keys), e.g. {"outcome": "succeeded"}.
+    labels: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[float] = mapped_column(Float, default=0.0)

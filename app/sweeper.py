@@ -40,6 +40,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_metrics import record_finish
 from app.models import Job, JobStatus, utcnow
 from app.settings import Settings
 from app.storage import StorageUnavailable, storage_for
@@ -129,6 +130,8 @@ def _take_back(
         _send_or_mark(sessions, send, job_id, None)
     else:
         _remove_outputs(settings, job_id)
+        with sessions() as session:
+            record_finish(session, job_id, outcome)
     return outcome
 
 

@@ -7,6 +7,7 @@ import sys
 
 from cli.pipeline_commands import add_pipeline_commands
 from cli.service_commands import add_service_commands
+from cli.submit_command import add_submit_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_pipeline_commands(sub)
     add_service_commands(sub)
+    add_submit_command(sub)
     return parser
 
 

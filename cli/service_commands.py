@@ -45,6 +45,15 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
         help="'all' or ids like 0,1: one worker process per GPU (CUDA_VISIBLE_DEVICES), "
         "each running one job at a time (default: one process, as set by --concurrency)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve this worker's Prometheus figures at http://HOST:PORT/metrics",
+    )
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)"
+    )
     worker.set_defaults(func=worker_command)
 
     storage = subparsers.add_parser("storage", help="the file store (BALANCER_STORAGE_URL)")
@@ -232,6 +241,10 @@ def ensure_first_key(database_url: str) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None:  # first: before Celery and the gauges are imported
+        from worker.metrics_server import serve
+
+        serve(args.metrics_port, args.metrics_host)
     from app.settings import get_settings
     from worker.celery_app import app
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.job_metrics import record_finish
 from app.models import Artifact, ClassReport, Job, JobStatus, utcnow
 from app.storage import StoredArtifact
 from app.sweeper import gave_up_message
@@ -62,38 +63,53 @@ def claim(
     """Start the job if it is queued; None if it must not run here (finished, running under a
     live lease, claimed by someone else a moment ago, or out of attempts)."""
     with sessions.begin() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status != JobStatus.queued.value:
-            # A re-delivered or duplicate message: the job is running elsewhere or done.
-            log.info("job %s: %s, message ignored", job_id, job.status if job else "no such job")
-            return None
-        seen = job.attempts
-        if seen >= max_attempts:  # defensive: the sweeper fails such jobs before re-queueing
-            _give_up(session, job_id, seen)
-            return None
-        now = utcnow()
-        started = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.queued.value, Job.attempts == seen)
-            .where(Job.cancel_requested.is_(False))
-            .values(
-                status=JobStatus.running.value,
-                attempts=seen + 1,
-                worker_id=worker_id,
-                gpu=gpu,
-                lease_expires_at=now + timedelta(seconds=lease_s),
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-                stage="validating",
-                progress=0.0,
-                error=None,
-            )
+        started, gave_up = _claim(session, job_id, worker_id, lease_s, max_attempts, gpu)
+    if gave_up:
+        with sessions() as session:
+            record_finish(session, job_id, JobStatus.failed.value)
+    return started
+
+
+def _claim(
+    session: Session,
+    job_id: uuid.UUID,
+    worker_id: str,
+    lease_s: float,
+    max_attempts: int,
+    gpu: str | None,
+) -> tuple[Claim | None, bool]:
+    """claim()'s transaction: (the claim or None, whether the job was failed for good)."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.queued.value:
+        # A re-delivered or duplicate message: the job is running elsewhere or done.
+        log.info("job %s: %s, message ignored", job_id, job.status if job else "no such job")
+        return None, False
+    seen = job.attempts
+    if seen >= max_attempts:  # defensive: the sweeper fails such jobs before re-queueing
+        return None, _give_up(session, job_id, seen)
+    now = utcnow()
+    started = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value, Job.attempts == seen)
+        .where(Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.running.value,
+            attempts=seen + 1,
+            worker_id=worker_id,
+            gpu=gpu,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            stage="validating",
+            progress=0.0,
+            error=None,
         )
-        if started.rowcount != 1:
-            log.info("job %s: claimed or canceled by someone else first", job_id)
-            return None
-        return Claim(job_id, seen + 1, dict(job.config))
+    )
+    if started.rowcount != 1:
+        log.info("job %s: claimed or canceled by someone else first", job_id)
+        return None, False
+    return Claim(job_id, seen + 1, dict(job.config)), False
 
 
 def heartbeat(
@@ -124,6 +140,9 @@ def finish(
     """End the attempt as failed or canceled; False if this attempt no longer holds the job."""
     with sessions.begin() as session:
         done = session.execute(_fenced(claim).values(**_final(status), error=error)).rowcount
+    if done == 1:
+        with sessions() as session:
+            record_finish(session, claim.job_id, status.value)
     return done == 1
 
 
@@ -147,6 +166,8 @@ def succeed(
             Artifact(job_id=claim.job_id, name=a.name, key=a.key, size=a.size, sha256=a.sha256)
             for a in artifacts
         )
+    with sessions() as session:
+        record_finish(session, claim.job_id, JobStatus.succeeded.value, report)
     return True
 
 
@@ -185,12 +206,13 @@ def _final(status: JobStatus) -> dict[str, Any]:
     return {"status": status.value, "finished_at": utcnow(), "lease_expires_at": None}
 
 
-def _give_up(session: Session, job_id: uuid.UUID, attempts: int) -> None:
-    session.execute(
+def _give_up(session: Session, job_id: uuid.UUID, attempts: int) -> bool:
+    failed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.queued.value, Job.attempts == attempts)
         .values(**_final(JobStatus.failed), error=gave_up_message(attempts))
     )
+    return failed.rowcount == 1
 
 
 def _finite(value: Any) -> Any:

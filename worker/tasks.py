@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
@@ -35,7 +35,7 @@ from app.storage import (
     storage_for,
 )
 from pipeline.errors import DatasetError
-from worker import jobstate
+from worker import jobstate, observability
 from worker.celery_app import TASK_NAME, app
 from worker.jobstate import Claim, LeaseLost
 from worker.lease import LeaseKeeper
@@ -59,13 +59,21 @@ def _warm_up_task_process(**_: object) -> None:
         remove_stale_scratch(settings.jobs_dir, settings.visibility_timeout_s)
     if settings.warm_up:
         start_warm_up()
+    else:
+        observability.set_warm_up("off")
+
+
+@worker_process_shutdown.connect
+def _forget_task_process(**_: object) -> None:
+    observability.process_exiting()
 
 
 @app.task(name=TASK_NAME)
 def run_job(job_id: str) -> None:
     settings = get_settings()
     wait_for_warm_up()
-    run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
+    with observability.job_running():
+        run(settings, _sessions(settings.database_url), uuid.UUID(job_id))
 
 
 def worker_id() -> str:

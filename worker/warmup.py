@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from worker import observability
+
 log = logging.getLogger(__name__)
 _done = threading.Event()
 _done.set()  # nothing to wait for unless a warm-up was started
@@ -18,6 +20,7 @@ _done.set()  # nothing to wait for unless a warm-up was started
 
 def start_warm_up() -> None:
     _done.clear()
+    observability.set_warm_up("running")
     threading.Thread(target=_warm_up, name="balancer-warm-up", daemon=True).start()
 
 
@@ -33,7 +36,9 @@ def _warm_up() -> None:
         seconds = warm_up()
         if seconds:
             log.info("worker warmed up on the GPU in %.1f s", seconds)
+        observability.set_warm_up("done" if seconds else "skipped", seconds)
     except Exception:  # a failed warm-up must not stop the worker: the job will try for real
         log.exception("warm-up failed")
+        observability.set_warm_up("failed")
     finally:
         _done.set()

@@ -143,6 +143,12 @@ BACKENDS = ["embedded", pytest.param("postgres_redis", marks=pytest.mark.service
 @pytest.fixture(scope="session", params=BACKENDS)
 def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Service]:  # noqa: ANN001
     data_dir = tmp_path_factory.mktemp(f"service-{request.param}")
+    with running_service(request.param, service_env(request, data_dir), data_dir) as svc:
+        yield svc
+
+
+def service_env(request: pytest.FixtureRequest, data_dir: Path) -> dict[str, str]:
+    """The BALANCER_* settings of a test service on backend `request.param`."""
     env = {
         "BALANCER_DATA_DIR": str(data_dir),
         "BALANCER_DATABASE_URL": "",  # "" = the embedded default, not a developer's setting
@@ -160,12 +166,14 @@ def service(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Servic
         env["BALANCER_DATABASE_URL"] = request.getfixturevalue("pg_database")("service")
         env["BALANCER_BROKER_URL"] = REDIS_URL
         env["BALANCER_QUEUE"] = request.getfixturevalue("redis_queue")
-    with running_service(request.param, env, data_dir) as svc:
-        yield svc
+    return env
 
 
 @contextmanager
-def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterator[Service]:
+def running_service(
+    backend: str, env: dict[str, str], data_dir: Path, worker_options: tuple[str, ...] = ()
+) -> Iterator[Service]:
+    """With `worker_options`, the worker is `balancer worker OPTIONS` (same Celery argv)."""
     # Only our BALANCER_* variables: a developer's own must never reach the test processes.
     base = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     proc_env = base | env | {"PYTHONPATH": python_path()}
@@ -178,6 +186,9 @@ def running_service(backend: str, env: dict[str, str], data_dir: Path) -> Iterat
     port = _free_port()
     worker_cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     worker_cmd += worker_argv(env["BALANCER_QUEUE"], 1, "info")
+    if worker_options:
+        worker_cmd = [sys.executable, "-m", "cli.main", "worker", "--queues"]
+        worker_cmd += [env["BALANCER_QUEUE"], *worker_options]
     api_cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app"]
     api_cmd += ["--host", "127.0.0.1", "--port", str(port)]
     procs = [_spawn(worker_cmd, proc_env, worker_log), _spawn(api_cmd, proc_env, api_log)]
