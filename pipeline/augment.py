@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("auto", "none", "affine", "affine+flip")
+# The policy names live in pipeline/config.py, which must not import torch (app/ imports it).
+from pipeline.config import AUTO_POLICY, POLICIES, resolve_policy  # noqa: F401
+
 # What "auto" means. Flips stay opt-in: a mirrored digit or letter is not the same class.
-AUTO_POLICY = "affine"
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,6 @@ class Augmentation:
         if self.flip:
             parts.append("horizontal flips")
         return "random " + ", ".join(parts) if parts else "no change"
-
-
-def resolve_policy(policy: str) -> str:
-    """'auto' -> AUTO_POLICY; any other known policy as is; unknown -> ValueError."""
-    if policy not in POLICIES:
-        raise ValueError(f"classifier_augment must be one of {', '.join(POLICIES)}, got {policy!r}")
-    return AUTO_POLICY if policy == "auto" else policy
 
 
 def augmentation_for(policy: str) -> Augmentation | None:

@@ -5,9 +5,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from pipeline.augment import resolve_policy
-
 Preset = Literal["quick", "standard"]
+
+# Classifier augmentation policies (pipeline/augment.py does the transforms).
+POLICIES = ("auto", "none", "affine", "affine+flip")
+AUTO_POLICY = "affine"
+
+
+def resolve_policy(policy: str) -> str:
+    """'auto' -> AUTO_POLICY; any other known policy as is; unknown -> ValueError."""
+    if policy not in POLICIES:
+        raise ValueError(f"classifier_augment must be one of {', '.join(POLICIES)}, got {policy!r}")
+    return AUTO_POLICY if policy == "auto" else policy
+
 
 # Budgets per preset. quick: a CPU finishes the demo in about a minute. Its GAN takes many
 # small steps (batch 16) at a higher learning rate: at Adam 2e-4 and this budget the minority
