@@ -199,14 +199,9 @@ def train_judge(ds: ImageDataset, cfg: RunConfig, device: torch.device) -> Small
     """
     t = time.perf_counter()
     labels = ds.train_labels.numpy()
-    rng = np.random.default_rng(cfg.seed)
-    target = int(np.bincount(labels).max())
-    pool = [np.arange(len(labels))]
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < target:
-            pool.append(rng.choice(idx, target - len(idx), replace=True))
-    pool = np.concatenate(pool)
+    pool = oversampled_indices(
+        labels, int(np.bincount(labels).max()), np.random.default_rng(cfg.seed)
+    )
     steps = cfg.epochs * math.ceil(len(pool) / cfg.classifier_batch)
     judge = train_classifiers(
         ds.train_images.to(device),
@@ -224,3 +219,13 @@ def train_judge(ds: ImageDataset, cfg: RunConfig, device: torch.device) -> Small
     )
     judge.train_seconds = time.perf_counter() - t
     return judge
+
+
+def oversampled_indices(labels: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """All real images, plus minority images repeated at random until each class has `target`."""
+    extra = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < target:
+            extra.append(rng.choice(idx, target - len(idx), replace=True))
+    return np.concatenate([np.arange(len(labels)), *extra])

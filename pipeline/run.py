@@ -17,7 +17,7 @@ import torch
 
 from pipeline.archive import ArchiveLimits
 from pipeline.augment import augmentation_for, augmentation_report
-from pipeline.balance import synthesize
+from pipeline.balance import oversampled_indices, synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset, load_dataset
@@ -229,16 +229,6 @@ def assess(
         "quality_method": method_description(),
     }
     return Assessment(sections, quality)
-
-
-def oversampled_indices(labels: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
-    """All real images, plus minority images repeated at random until each class has `target`."""
-    extra = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if len(idx) < target:
-            extra.append(rng.choice(idx, target - len(idx), replace=True))
-    return np.concatenate([np.arange(len(labels)), *extra])
 
 
 def write_outputs(
