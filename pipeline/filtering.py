@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.classifier import SmallCNN
+from pipeline.quality import nearest_distances
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,12 @@ def judge_probabilities(judge: SmallCNN, images: torch.Tensor, cls: int) -> torc
 
 def nearest_real_distance(candidates: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """RMS pixel distance in [-1, 1] units from each candidate to its nearest real image: [N]."""
-    a = candidates.flatten(1).float() / 127.5 - 1.0
-    b = real.flatten(1).float() / 127.5 - 1.0
-    d = torch.cat([torch.cdist(a[i : i + 1024], b).min(1).values for i in range(0, len(a), 1024)])
-    return d / a.shape[1] ** 0.5
+    pixels = candidates[0].numel()
+    dist, _ = nearest_distances(
+        candidates.reshape(len(candidates), -1).numpy(), real.reshape(len(real), -1).numpy()
+    )
+    # 0..255 Euclidean -> [-1, 1] units (x 2/255) -> per pixel RMS (/ sqrt(pixels)).
+    return torch.from_numpy(dist * (2 / 255) / pixels**0.5).float()
 
 
 def typical_neighbour_gap(images: torch.Tensor, labels: torch.Tensor, limit: int = 2000) -> float:

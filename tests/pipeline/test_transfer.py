@@ -17,14 +17,7 @@ from pipeline.transfer import (
 )
 from tests.conftest import CUDA_SKIP_REASON
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared; one thread is faster than fighting for two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
