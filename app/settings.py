@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # Each worker process runs one tiny job on the GPU when it starts (pipeline/warmup.py), so
     # the first real job does not pay for CUDA start-up and the first graph captures.
     warm_up: bool = True
+    # Jobs one worker process runs at once on its GPU, as threads sharing the GPU (each on its
+    # own CUDA streams). 0 = worker/pool.py's DEFAULT_GPU_JOBS where a GPU is visible, else 1
+    # (one job per process, as on a CPU). `balancer worker --gpus` applies it to each GPU.
+    gpu_jobs: int = Field(0, ge=0, le=64)
     # Crash safety (worker/lease.py, app/sweeper.py). A running job holds a lease that its
     # worker renews every heartbeat_interval_s (0 = lease_s / 4); once the lease has lapsed the
     # worker is presumed dead and the sweeper re-queues the job (up to max_attempts starts).

@@ -1,10 +1,11 @@
 """`balancer worker --gpus all|0,1,...`: one Celery worker process per GPU on this host.
 
-Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs one job at a time with prefetch 1 (the
-Celery settings of worker/celery_app.py) and takes the same queues. This process only
-supervises: TERM or Ctrl-C stops every child (warm: running jobs finish first, for up to a
-minute); a child that exits ends the others too, so that a container or systemd restarts the
-host's workers as one. The children share this process's group: killing the group kills all.
+Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs BALANCER_GPU_JOBS jobs at once on it
+(worker/pool.py; prefetch 1 per job slot, worker/celery_app.py) and takes the same queues.
+This process only supervises: TERM or Ctrl-C stops every child (warm: running jobs finish
+first, for up to a minute); a child that exits ends the others too, so that a container or
+systemd restarts the host's workers as one. The children share this process's group: killing
+the group kills all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 
 from cli.service_commands import worker_argv
+from worker.pool import DEFAULT_GPU_JOBS
 
 POLL_S = 0.5
 STOP_GRACE_S = 60.0
@@ -45,17 +47,20 @@ def _device_count() -> int:
     return torch.cuda.device_count()
 
 
-def worker_commands(gpus: list[str], queues: str, loglevel: str) -> list[tuple[list[str], str]]:
-    """(argv, CUDA_VISIBLE_DEVICES) of each child."""
+def worker_commands(
+    gpus: list[str], queues: str, loglevel: str, jobs: int = DEFAULT_GPU_JOBS
+) -> list[tuple[list[str], str]]:
+    """(argv, CUDA_VISIBLE_DEVICES) of each child; each runs `jobs` jobs at once."""
     base = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
     return [
-        (base + worker_argv(queues, 1, loglevel) + [f"--hostname=gpu{gpu}@%h"], gpu) for gpu in gpus
+        (base + worker_argv(queues, jobs, loglevel) + [f"--hostname=gpu{gpu}@%h"], gpu)
+        for gpu in gpus
     ]
 
 
-def run_gpu_workers(gpus: list[str], queues: str, loglevel: str) -> int:
+def run_gpu_workers(gpus: list[str], queues: str, loglevel: str, jobs: int) -> int:
     children = []
-    for argv, gpu in worker_commands(gpus, queues, loglevel):
+    for argv, gpu in worker_commands(gpus, queues, loglevel, jobs):
         env = os.environ | {"CUDA_VISIBLE_DEVICES": gpu}
         # Same process group as this one: a kill of the group (a host's death, a container
         # stop) reaches every worker, and Ctrl-C reaches them from the terminal.

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 
+from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once, pool_argv
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,11 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
 
     worker = subparsers.add_parser("worker", help="start a Celery worker that runs jobs")
     worker.add_argument(
-        "--concurrency", type=int, default=1, help="jobs at once; use 1 per GPU (default 1)"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="worker processes, one job each (CPU hosts); default: BALANCER_GPU_JOBS jobs at "
+        "once in one process on a GPU, one job on a CPU",
     )
     worker.add_argument("--loglevel", default="info", help="debug, info, warning, error")
     worker.add_argument("--queues", default=None, help="comma-separated (default: BALANCER_QUEUE)")
@@ -43,7 +49,7 @@ def add_service_commands(subparsers: argparse._SubParsersAction) -> None:
         "--gpus",
         default=None,
         help="'all' or ids like 0,1: one worker process per GPU (CUDA_VISIBLE_DEVICES), "
-        "each running one job at a time (default: one process, as set by --concurrency)",
+        "each running BALANCER_GPU_JOBS jobs at once (default: one process)",
     )
     worker.add_argument(
         "--metrics-port",
@@ -248,25 +254,32 @@ def worker_command(args: argparse.Namespace) -> int:
     from app.settings import get_settings
     from worker.celery_app import app
 
-    queues = args.queues or get_settings().queue
+    settings = get_settings()
+    queues = args.queues or settings.queue
     if args.gpus is not None:
         from cli.gpu_workers import parse_gpus, run_gpu_workers
 
-        return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel)
-    app.worker_main(worker_argv(queues, args.concurrency, args.loglevel))
+        jobs = settings.gpu_jobs or DEFAULT_GPU_JOBS  # each child has a GPU by construction
+        return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel, jobs)
+    if args.concurrency is not None:  # N prefork processes, one job each
+        argv = worker_argv(queues, 1, args.loglevel)
+        argv[argv.index("--concurrency=1")] = f"--concurrency={args.concurrency}"
+    else:
+        argv = worker_argv(queues, jobs_at_once(settings.gpu_jobs), args.loglevel)
+    app.worker_main(argv)
     return 0
 
 
-def worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
-    # prefork: each job runs in a forked child, the only process that touches CUDA.
-    # No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they
-    # only slow the start.
+def worker_argv(queues: str, jobs: int, loglevel: str) -> list[str]:
+    """Celery worker arguments for one process running `jobs` jobs at once (worker/pool.py:
+    threads sharing the GPU for several, a forked child, which alone touches CUDA, for one).
+    No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they only
+    slow the start."""
     return [
         "worker",
         f"--queues={queues}",
-        f"--concurrency={concurrency}",
         f"--loglevel={loglevel}",
-        "--pool=prefork",
+        *pool_argv(jobs),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
@@ -309,8 +322,8 @@ def api_command(args: argparse.Namespace) -> int:
 
 
 def _start_worker(queue: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
-    cmd += worker_argv(queue, 1, "info")
+    # `balancer worker` decides itself how many jobs it runs at once (worker/pool.py).
+    cmd = [sys.executable, "-m", "cli.main", "worker", f"--queues={queue}", "--loglevel=info"]
     # Own process group: Ctrl-C in the terminal reaches serve, which then stops the worker.
     return subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
 

@@ -13,8 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.augment import Augmentation, augment
-from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
+from pipeline.cuda_graph import make_adam, resolve_engine, run_steps, training_generator
+from pipeline.seeding import seeded_init
 from pipeline.stacked import StackedLinear, flatten_members, to_channels
+
+DROPOUT = 0.3  # share of hidden units dropped per training step
 
 
 class SmallCNN(nn.Module):
@@ -33,12 +36,19 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
         )
         self.hidden = StackedLinear(m, 32 * (size // 4) ** 2, 64)
-        self.dropout = nn.Dropout(0.3)
         self.out = StackedLinear(m, 64, num_classes)
+        # Dropout's random numbers (training only): nn.Dropout takes no generator.
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = flatten_members(self.features(to_channels(x)), self.members)  # [M, B, F]
-        return self.out(self.dropout(F.relu(self.hidden(h))))
+        return self.out(self._dropout(F.relu(self.hidden(h))))
+
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return h
+        keep = torch.rand(h.shape, device=h.device, generator=self.generator) >= DROPOUT
+        return h * keep / (1.0 - DROPOUT)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """The 64-d features before the last layer: [M, B, 64] (eval mode expected)."""
@@ -77,6 +87,7 @@ class ClassifierState:
     it: torch.Tensor  # int64 [1]: steps done, on the device
     batch: int
     augmentation: Augmentation | None = None  # applied to every training batch of every member
+    gen: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
 
     def __post_init__(self) -> None:
         m = self.pools.shape[0]
@@ -87,11 +98,11 @@ def classifier_step(st: ClassifierState) -> None:
     """One Adam step for all M members; run eagerly or captured in a CUDA graph alike."""
     m, b = st.pools.shape[0], st.batch
     # Sample with replacement from each member's own pool, on the device: idx [M, B].
-    pick = (torch.rand(m, b, device=st.pools.device) * st.pool_sizes).long()
+    pick = (torch.rand(m, b, device=st.pools.device, generator=st.gen) * st.pool_sizes).long()
     idx = st.pools[st.rows, pick]
     x = st.images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S] in [-1, 1]
     if st.augmentation is not None:  # each image of each member's batch transformed on its own
-        x = augment(x.flatten(0, 1), st.augmentation).view(x.shape)
+        x = augment(x.flatten(0, 1), st.augmentation, st.gen).view(x.shape)
     logits = st.model(x)  # [M, B, classes]
     loss = F.cross_entropy(logits.flatten(0, 1), st.labels[idx].flatten(), reduction="none")
     loss = loss.view(m, b).mean(1)  # [M]
@@ -121,8 +132,10 @@ def make_classifier_state(
     m = pools.shape[0]
     _, c, s, _ = images.shape
     dev = images.device
-    torch.manual_seed(seed)
-    model = SmallCNN(m, c, s, num_classes).to(dev)
+    with seeded_init(seed, dev):
+        model = SmallCNN(m, c, s, num_classes)
+    model = model.to(dev)
+    model.generator = training_generator(dev)
     init_members_alike_(model, seeds_of)
     model.train()
     return ClassifierState(
@@ -136,6 +149,7 @@ def make_classifier_state(
         it=torch.zeros(1, dtype=torch.long, device=dev),
         batch=batch,
         augmentation=augmentation,
+        gen=model.generator,
     )
 
 

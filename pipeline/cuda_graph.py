@@ -12,9 +12,10 @@ eager engine calls every iteration, so both engines do the same maths; the graph
 only the capture/replay mechanics below. For a step to be capturable it must:
   - read and write only tensors that exist before capture and live as long as the graph
     (parameters, optimiser state, data, loss history, a device-side step counter);
-  - draw randomness from the default CUDA generator (torch.rand/randn/randint/dropout on the
-    device: under capture PyTorch records philox offsets, so every replay draws fresh numbers,
-    in the same sequence an eager loop would);
+  - draw randomness from `training_generator(device)` (the job lane's generator, or the
+    default one outside a lane), passed as generator= to torch.rand/randn/randint: under
+    capture PyTorch records philox offsets, so every replay draws fresh numbers, in the same
+    sequence an eager loop would;
   - never synchronise with the host (.item(), .cpu(), printing, data-dependent shapes);
   - use an optimiser built by `make_adam(..., engine="graph")` (capturable: its step count
     and bias correction live on the device).
@@ -25,16 +26,21 @@ Engines: "eager" (the reference, and the only one on a CPU), "graph" (CUDA only)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
 ENGINES = ("auto", "eager", "graph")
-# Side streams, made once per device and reused by every run (see side_streams).
-_STREAMS: dict[tuple[str, int], list[torch.cuda.Stream]] = {}
 # Eager iterations before capture: the first runs allocate optimiser state and pick cuDNN
 # algorithms; the PyTorch docs ask for a few on a side stream before capturing.
 WARMUP_STEPS = 3
+# Training iterations per graph replay. Each replay is a Python call that gives up and takes
+# back the GIL; with several jobs in one process (threads), every such hand-over waits for
+# whichever thread holds the GIL. Ten steps per replay make ten times fewer of them.
+STEPS_PER_REPLAY = 10
 
 
 def resolve_engine(engine: str, device: torch.device) -> str:
@@ -74,30 +80,37 @@ def run_steps(
     """Run `step` `iterations` times; call on_step(i) after every `every`-th iteration.
 
     on_step may raise to cancel; nothing runs after it raises. With the graph engine the
-    first WARMUP_STEPS iterations run eagerly on a side stream, one more call of `step` is
-    captured (capture runs no kernels, so it is not an iteration), and the graph is replayed
-    for the rest: `iterations` updates in all, as with the eager engine.
+    first WARMUP_STEPS iterations run eagerly on a side stream, STEPS_PER_REPLAY more calls
+    of `step` are captured in one graph (capture runs no kernels, so they are not
+    iterations), the graph is replayed while whole replays fit, and the last few iterations
+    run eagerly: `iterations` updates in all, as with the eager engine.
     """
 
     def report(done: int) -> None:
         if on_step is not None and done % every == 0:
             on_step(done)
 
-    if engine == "eager" or iterations <= WARMUP_STEPS:
+    unroll = STEPS_PER_REPLAY
+    if engine == "eager" or iterations < WARMUP_STEPS + unroll:
         for i in range(iterations):
             step()
             report(i + 1)
         return
-    graph = capture(step, device)
+    graph = capture(lambda: [step() for _ in range(unroll)], device)
     stream = torch.cuda.current_stream(device)
-    for i in range(WARMUP_STEPS, iterations):
+    done = WARMUP_STEPS
+    while done + unroll <= iterations:
         graph.replay()
-        if on_step is not None and (i + 1) % every == 0:
+        before, done = done, done + unroll
+        if on_step is not None and done // every > before // every:
             # Wait for the replays queued so far, so the progress reported is work done and
             # a cancellation takes effect within `every` iterations. One wait per `every`
             # steps; the GPU idles only while the next replay is launched (microseconds).
             stream.synchronize()
-            report(i + 1)
+            on_step(done // every * every)
+    for i in range(done, iterations):
+        step()
+        report(i + 1)
 
 
 def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callable[[], None]:
@@ -121,20 +134,86 @@ def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callabl
     return step
 
 
-def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cuda.Stream]:
-    """Streams first .. first+n-1 of this device's pool, the same objects on every call.
+@dataclass
+class Lane:
+    """The CUDA streams of one job: its main stream and the side streams it forks to.
 
-    Not fresh streams per job: cuBLAS gets a workspace for every stream it runs on, which
-    PyTorch keeps for the life of the process, so a worker making new streams for each job
-    would grow by that much every job. With fresh streams, peak memory on an H200 rose by
-    128 MiB per warm job; this pool is the fix for that likely cause (not yet re-measured).
+    Jobs that run at once in one process (a worker running several jobs on its GPU) each hold
+    a lane of their own, so their kernels overlap on the GPU, and no two graph captures ever
+    touch the same stream. Lanes are made once and reused, never made per job: cuBLAS keeps a
+    workspace for every stream it runs on for the life of the process (on an H200, peak memory
+    rose by 128 MiB per job while each job made fresh streams).
+    """
+
+    main: torch.cuda.Stream
+    # The random numbers of the job's training steps (batches, noise, augmentation, dropout):
+    # a generator per lane, not the default CUDA generator, which every capture in the
+    # process claims while it runs and whose replay offsets all graphs would share.
+    generator: torch.Generator
+    side: list[torch.cuda.Stream] = field(default_factory=list)
+
+
+_free_lanes: dict[tuple[str, int], list[Lane]] = {}
+_lanes_lock = threading.Lock()
+_current = threading.local()  # .lane: the lane this thread's job holds, if any
+_unlaned_side: dict[tuple[str, int], list[torch.cuda.Stream]] = {}
+_capture_lock = threading.Lock()
+
+
+@contextmanager
+def job_lane(device: torch.device) -> Iterator[None]:
+    """Run the block on a lane of its own (see Lane); a no-op off CUDA.
+
+    Every kernel the block queues goes to the lane's main stream (PyTorch's current stream is
+    per thread), not to the device's default stream, which would serialise it with every
+    other job's work. The lane is handed back, idle, for the next job.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    key = _device_key(device)
+    with _lanes_lock:
+        free = _free_lanes.setdefault(key, [])
+        if free:
+            lane = free.pop()
+        else:
+            dev = torch.device(*key)
+            lane = Lane(torch.cuda.Stream(dev), torch.Generator(dev))
+    _current.lane = lane
+    try:
+        with torch.cuda.stream(lane.main):
+            yield
+    finally:
+        _current.lane = None
+        lane.main.synchronize()  # nothing of this job may still run when the next one gets it
+        with _lanes_lock:
+            _free_lanes[key].append(lane)
+
+
+def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cuda.Stream]:
+    """Side streams first .. first+n-1 of this thread's lane, the same objects on every call.
+
+    Outside job_lane (a bare training call, a test: one job at a time), a pool per device.
     Stream 0 is the warm-up stream of `capture`; `concurrent` uses 1, 2, ...
     """
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    pool = _STREAMS.setdefault((device.type, index), [])
+    key = _device_key(device)
+    lane = getattr(_current, "lane", None)
+    pool = lane.side if lane is not None else _unlaned_side.setdefault(key, [])
     while len(pool) < first + n:
-        pool.append(torch.cuda.Stream(torch.device(device.type, index)))
+        pool.append(torch.cuda.Stream(torch.device(*key)))
     return pool[first : first + n]
+
+
+def training_generator(device: torch.device) -> torch.Generator | None:
+    """The generator a training step on `device` draws from: its job's lane's on CUDA inside
+    job_lane; None (PyTorch's default generator) elsewhere."""
+    lane = getattr(_current, "lane", None)
+    return lane.generator if lane is not None and device.type == "cuda" else None
+
+
+def _device_key(device: torch.device) -> tuple[str, int]:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return (device.type, index)
 
 
 def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
@@ -147,8 +226,15 @@ def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGr
             step()
     current.wait_stream(side)
     graph = torch.cuda.CUDAGraph()
+    generator = training_generator(device)
+    if generator is not None:  # replays advance the lane's generator, as eager steps would
+        graph.register_generator_state(generator)
     # thread_local: another thread of the worker process touching CUDA meanwhile (a progress
-    # reporter, say) does not invalidate this capture.
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+    # reporter, another job) does not invalidate this capture. The capture runs on this lane's
+    # side stream: torch.cuda.graph's default capture stream is one for the whole process,
+    # which two jobs capturing at once would share. One capture at a time per process: every
+    # capture also claims the default generator's graph state (PyTorch registers it with each
+    # graph). A capture records kernels without running them, so the wait is milliseconds.
+    with _capture_lock, torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
         step()
     return graph

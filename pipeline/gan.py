@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.cuda_graph import concurrent, make_adam, resolve_engine, run_steps
+from pipeline.cuda_graph import (
+    concurrent,
+    make_adam,
+    resolve_engine,
+    run_steps,
+    training_generator,
+)
+from pipeline.seeding import seeded_init
 from pipeline.stacked import (
     StackedLinear,
     copy_member_,
@@ -101,7 +108,12 @@ def init_dcgan_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def diff_augment(x: torch.Tensor, translate: float = 0.125, cutout: float = 0.5) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor,
+    translate: float = 0.125,
+    cutout: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Random translation then cutout, per image; differentiable in x.
 
     x: [N, C, H, W] in [-1, 1]. Same policy for real and fake, so D cannot tell them apart by
@@ -112,8 +124,8 @@ def diff_augment(x: torch.Tensor, translate: float = 0.125, cutout: float = 0.5)
     dev = x.device
     # Translation: shift by up to translate*side pixels.
     sy, sx = int(h * translate + 0.5), int(w * translate + 0.5)
-    ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=dev)
-    tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=dev)
+    ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=dev, generator=generator)
+    tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=dev, generator=generator)
     yy = torch.arange(h, device=dev).view(1, h, 1) - ty  # source row for each output row
     xx = torch.arange(w, device=dev).view(1, 1, w) - tx
     inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)).unsqueeze(1)
@@ -122,8 +134,8 @@ def diff_augment(x: torch.Tensor, translate: float = 0.125, cutout: float = 0.5)
     x = torch.where(inside, x, -1.0)
     # Cutout: blank one square of half the side at a random centre.
     ch, cw = int(h * cutout + 0.5), int(w * cutout + 0.5)
-    cy = torch.randint(0, h, (n, 1, 1), device=dev)
-    cx = torch.randint(0, w, (n, 1, 1), device=dev)
+    cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=generator)
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
     hole = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
@@ -162,6 +174,7 @@ class GanState:
     batch: int
     latent: int
     lr: float
+    gen: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
 
     def __post_init__(self) -> None:
         k = self.real.shape[0]
@@ -169,14 +182,17 @@ class GanState:
         self.g_params = list(self.g.parameters())
 
 
-def augmented(x: torch.Tensor, aug_mask: torch.Tensor) -> torch.Tensor:
+def augmented(
+    x: torch.Tensor, aug_mask: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """DiffAugment where aug_mask [K, 1, 1, 1, 1] says so. x: [K, N, C, S, S].
 
     Augments every member and then selects, so shapes never depend on the data (needed for
     graph capture); the cost is small next to the convolutions.
     """
     k, n, c, s, _ = x.shape
-    return torch.where(aug_mask, diff_augment(x.reshape(k * n, c, s, s)).reshape(x.shape), x)
+    aug = diff_augment(x.reshape(k * n, c, s, s), generator=generator).reshape(x.shape)
+    return torch.where(aug_mask, aug, x)
 
 
 def gan_step(st: GanState) -> None:
@@ -187,14 +203,16 @@ def gan_step(st: GanState) -> None:
     """
     k, b = st.real.shape[0], st.batch
     # A batch per member from its own images: idx [K, B] in 0..counts[k]-1.
-    idx = (torch.rand(k, b, device=st.real.device) * st.counts).long()
+    dev = st.real.device
+    idx = (torch.rand(k, b, device=dev, generator=st.gen) * st.counts).long()
     x_real = st.real[st.member, idx]  # [K, B, C, S, S]
-    z = torch.randn(k, b, st.latent, device=st.real.device)  # [K, B, Z]
+    z = torch.randn(k, b, st.latent, device=dev, generator=st.gen)  # [K, B, Z]
     fake = st.g(z)  # [K, B, C, S, S]
 
     # D step: real -> 1, fake -> 0. Real and fake go through D as one batch of 2B (D has no
     # batch norm, so this is the same function as two passes, at half the kernel launches).
-    logits = st.d(augmented(torch.cat([x_real, fake.detach()], dim=1), st.aug_mask))  # [K, 2B]
+    both = torch.cat([x_real, fake.detach()], dim=1)
+    logits = st.d(augmented(both, st.aug_mask, st.gen))  # [K, 2B]
     # Means over the batch, summed over members: each member's gradient is its own.
     loss_d = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)  # [K]
     st.opt_d.zero_grad(set_to_none=True)
@@ -203,7 +221,7 @@ def gan_step(st: GanState) -> None:
 
     # G step, non-saturating: maximise log D(G(z)) against the updated D. Gradients are
     # taken for G's parameters only: D's would be discarded by the next D step anyway.
-    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask))).mean(1)  # [K]
+    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask, st.gen))).mean(1)  # [K]
     st.opt_g.zero_grad(set_to_none=True)
     loss_g.sum().backward(inputs=st.g_params)
     st.opt_g.step()
@@ -229,11 +247,12 @@ def make_gan_state(
     """Fresh DCGAN-initialised G and D for K members, their optimisers and the loss history."""
     k, _, c, s, _ = real.shape
     dev = real.device
-    torch.manual_seed(seed)
-    g = Generator(k, latent, c, s, width).to(dev)
-    d = Discriminator(k, c, s, width).to(dev)
-    init_dcgan_(g)
-    init_dcgan_(d)
+    with seeded_init(seed, dev):
+        g = Generator(k, latent, c, s, width)
+        d = Discriminator(k, c, s, width)
+        init_dcgan_(g)
+        init_dcgan_(d)
+    g, d = g.to(dev), d.to(dev)
     return GanState(
         g=g,
         d=d,
@@ -247,6 +266,7 @@ def make_gan_state(
         batch=batch,
         latent=latent,
         lr=lr,
+        gen=training_generator(dev),
     )
 
 
@@ -290,8 +310,8 @@ def train_class_gans(
     else:
         run_steps(lambda: gan_step(st), iterations, engine, dev, on_step, step_every)
         history = st.history
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    if dev.type == "cuda":  # this job's stream only: other jobs may share the GPU
+        torch.cuda.current_stream(dev).synchronize()
     seconds = time.perf_counter() - start
     loss_every = max(1, iterations // 200)
     hist = history[::loss_every].cpu()  # [ceil(iterations / loss_every), 2, K]
@@ -332,8 +352,9 @@ def split_members(st: GanState, iterations: int, engine: str) -> list[GanState]:
     dev = st.real.device
     members = []
     for m in range(st.real.shape[0]):
-        g = Generator(1, st.latent, c, s, width=st.g.width).to(dev)
-        d = Discriminator(1, c, s, width=st.d.width).to(dev)
+        with seeded_init(m):  # overwritten below; the lock keeps other jobs' inits intact
+            g = Generator(1, st.latent, c, s, width=st.g.width).to(dev)
+            d = Discriminator(1, c, s, width=st.d.width).to(dev)
         copy_member_(g, 0, st.g, m)
         copy_member_(d, 0, st.d, m)
         members.append(
@@ -350,6 +371,7 @@ def split_members(st: GanState, iterations: int, engine: str) -> list[GanState]:
                 batch=st.batch,
                 latent=st.latent,
                 lr=st.lr,
+                gen=st.gen,
             )
         )
     return members

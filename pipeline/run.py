@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,10 +21,14 @@ from pipeline.augment import augmentation_for, augmentation_report
 from pipeline.balance import oversampled_indices, synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
+from pipeline.cuda_graph import job_lane
 from pipeline.dataset import ImageDataset, load_dataset
 from pipeline.evaluation import METHODS, evaluate_with_intervals
 from pipeline.packaging import write_balanced_zip, write_samples_png
 from pipeline.quality import QualityResult, assess_quality, method_description
+
+if TYPE_CHECKING:
+    from pipeline.output_pool import OutputPool
 
 # progress(stage, fraction): stage is one of STAGES; fraction is the whole job's progress, 0..1.
 # The callback may raise (e.g. to cancel a job); the exception propagates and nothing is left
@@ -71,19 +76,36 @@ def run_pipeline(
     config: RunConfig,
     progress: ProgressFn | None = None,
     limits: ArchiveLimits | None = None,
+    outputs: OutputPool | None = None,
 ) -> dict:
     """Balance the dataset, compare classifiers, write report.json, balanced.zip, samples.png.
 
     out_dir None: return the report and write nothing (benchmarks, which need the figures only).
+    outputs: write the files in that pool's processes (a worker running several jobs at once);
+    None: in this thread. On CUDA the job's kernels run on a stream lane of its own, so jobs
+    running at once in one process overlap on the GPU (pipeline/cuda_graph.py).
     """
     cfg = config.resolved().validated()
+    device = pick_device(cfg.device)
+    with job_lane(device):
+        return _run(Path(dataset_zip), out_dir, cfg, device, progress, limits, outputs)
+
+
+def _run(
+    dataset_zip: Path,
+    out_dir: Path | None,
+    cfg: RunConfig,
+    device: torch.device,
+    progress: ProgressFn | None,
+    limits: ArchiveLimits | None,
+    outputs: OutputPool | None,
+) -> dict:
     report_progress = _progress_reporter(progress)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     report_progress("validating", 0.0)
-    ds = load_dataset(Path(dataset_zip), cfg.test_fraction, cfg.seed, cfg.image_size, limits)
+    ds = load_dataset(dataset_zip, cfg.test_fraction, cfg.seed, cfg.image_size, limits)
     timings["loading_seconds"] = time.perf_counter() - t0
-    device = pick_device(cfg.device)
     counts = ds.train_counts()
     target = cfg.target or max(counts)
     minority = [i for i, n in enumerate(counts) if n < target]
@@ -130,9 +152,12 @@ def run_pipeline(
     if out_dir is None:
         timings["total_seconds"] = time.perf_counter() - t0
     else:
-        write_outputs(
-            Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality, t0, limits
-        )
+        files = (Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality)
+        spent = time.perf_counter() - t0
+        if outputs is None:
+            timings.update(write_outputs(*files, spent, limits))
+        else:
+            timings.update(outputs.write(*files, spent, limits))
     report_progress("packaging", 1.0)
     return report
 
@@ -238,14 +263,16 @@ def write_outputs(
     ds: ImageDataset,
     synthetic,
     quality: QualityResult | None = None,
-    t0: float | None = None,
+    spent_s: float | None = None,
     limits: ArchiveLimits | None = None,
-) -> None:
+) -> dict[str, float]:
     """Write every output into a temporary folder beside out_dir, then move each into place.
 
-    Sets report["timings"]["packaging_seconds"] (and "total_seconds", counted from t0) before
-    report.html and report.json are written, so both show the same timings (which leave out
-    the few seconds of drawing report.html's charts).
+    Sets report["timings"]["packaging_seconds"] (and "total_seconds": spent_s, the job's
+    seconds before this call, plus this call's) before report.html and report.json are
+    written, so both show the same timings (which leave out the drawing of report.html's
+    charts). Returns those two timings (the caller's report, when this runs in another
+    process, gets them from here).
     """
     from pipeline.html_report import write_html_report  # matplotlib: loaded only when needed
 
@@ -256,15 +283,17 @@ def write_outputs(
         write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic, limits)
         write_samples_png(tmp / "samples.png", ds, synthetic)
         timings = report.setdefault("timings", {})
-        timings["packaging_seconds"] = time.perf_counter() - t
-        if t0 is not None:
-            timings["total_seconds"] = time.perf_counter() - t0
+        added = {"packaging_seconds": time.perf_counter() - t}
+        if spent_s is not None:
+            added["total_seconds"] = spent_s + added["packaging_seconds"]
+        timings.update(added)
         write_html_report(tmp / "report.html", report, ds, synthetic, quality)
         _write_json(tmp / "report.json", report)
         for name in OUTPUT_FILES:
             (tmp / name).replace(out_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return added
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -12,17 +12,24 @@ import io
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pipeline.config import RunConfig
+from pipeline.output_pool import OutputPool
 from pipeline.run import pick_device, run_pipeline
 
 
-def warm_up(device: str = "auto") -> float:
-    """Run the tiny job on CUDA and return its seconds; 0.0 (and nothing done) on a CPU."""
+def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = None) -> float:
+    """Run the tiny job on CUDA and return its seconds; 0.0 (and nothing done) on a CPU.
+
+    jobs > 1: that many at once, in threads, as a worker running several jobs does: each
+    job's stream lane (pipeline/cuda_graph.py) and its cuBLAS workspace are made now, and
+    `outputs` starts its writer processes meanwhile.
+    """
     if pick_device(device).type != "cuda":
         return 0.0
     start = time.perf_counter()
@@ -30,7 +37,12 @@ def warm_up(device: str = "auto") -> float:
         dataset = Path(tmp) / "warmup.zip"
         _write_noise_dataset(dataset)
         config = RunConfig(preset="standard", device="cuda", gan_iterations=20, epochs=1)
-        run_pipeline(dataset, Path(tmp) / "out", config)
+        with ThreadPoolExecutor(jobs + 1) as threads:
+            writers = threads.submit(outputs.warm_up) if outputs is not None else None
+            out = [Path(tmp) / f"out{i}" for i in range(jobs)]
+            runs = [threads.submit(run_pipeline, dataset, o, config, outputs=outputs) for o in out]
+            for future in [*runs, *([writers] if writers else [])]:
+                future.result()
     return time.perf_counter() - start
 
 

@@ -19,14 +19,14 @@ def test_warm_up_does_nothing_on_a_cpu():
 
 def test_worker_warm_up_thread_releases_waiting_jobs(monkeypatch):
     calls = []
-    monkeypatch.setattr("pipeline.warmup.warm_up", lambda: calls.append(1) or 0.0)
+    monkeypatch.setattr("pipeline.warmup.warm_up", lambda **_: calls.append(1) or 0.0)
     worker_warmup.start_warm_up()
     worker_warmup.wait_for_warm_up(timeout_s=30)
     assert calls == [1] and worker_warmup._done.is_set()
 
 
 def test_a_failing_warm_up_still_releases_jobs(monkeypatch):
-    def boom() -> float:
+    def boom(**_: object) -> float:
         raise RuntimeError("no GPU after all")
 
     monkeypatch.setattr("pipeline.warmup.warm_up", boom)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from worker.jobstate import LeaseLost
 from worker.lease import LeaseKeeper
 
@@ -14,10 +16,17 @@ class JobCanceled(Exception):
 
 
 class ProgressWriter:
-    def __init__(self, keeper: LeaseKeeper, interval_s: float) -> None:
+    """time_limit_s: past it, the next callback stops the job (SoftTimeLimitExceeded, as
+    Celery's signal-based limit raises in a prefork child; the threads pool has none)."""
+
+    def __init__(
+        self, keeper: LeaseKeeper, interval_s: float, time_limit_s: float | None = None
+    ) -> None:
         self._keeper, self._interval = keeper, interval_s
         self._last_write = 0.0
         self._last_stage: str | None = None
+        start = time.monotonic()
+        self._deadline = None if time_limit_s is None else start + time_limit_s
 
     def __call__(self, stage: str, fraction: float) -> None:
         self.check()
@@ -30,7 +39,9 @@ class ProgressWriter:
         self.check()
 
     def check(self) -> None:
-        """Raise LeaseLost or JobCanceled if the pipeline must stop."""
+        """Raise LeaseLost, JobCanceled or SoftTimeLimitExceeded if the pipeline must stop."""
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise SoftTimeLimitExceeded
         reason = self._keeper.stop_reason()
         if reason == "lease-lost":
             raise LeaseLost

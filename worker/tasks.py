@@ -17,9 +17,10 @@ import socket
 import uuid
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
@@ -42,6 +43,9 @@ from worker.lease import LeaseKeeper
 from worker.progress import JobCanceled, ProgressWriter
 from worker.warmup import start_warm_up, wait_for_warm_up
 
+if TYPE_CHECKING:
+    from pipeline.output_pool import OutputPool
+
 log = logging.getLogger(__name__)
 
 
@@ -51,14 +55,36 @@ def _sessions(url: str) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(url))
 
 
+# Writer processes for jobs' output files, where one process runs several jobs at once.
+_outputs: OutputPool | None = None
+
+
 @worker_process_init.connect
 def _warm_up_task_process(**_: object) -> None:
-    """In each new task process (after the fork): pay the GPU's first-job costs now."""
+    """In each new prefork task process (after the fork): pay the GPU's first-job costs now."""
+    _start_job_process(jobs=1)
+
+
+@worker_init.connect
+def _warm_up_thread_worker(sender: object, **_: object) -> None:
+    """The threads pool (several jobs at once, worker/pool.py) forks nothing: this process
+    runs the jobs itself, so it gets ready here."""
+    pool = getattr(sender, "pool_cls", "")
+    if "thread" in str(getattr(pool, "__module__", pool)):
+        _start_job_process(jobs=int(getattr(sender, "concurrency", 1) or 1))
+
+
+def _start_job_process(jobs: int) -> None:
+    global _outputs
     settings = get_settings()
     if settings.storage_url:  # a killed worker's scratch on this host: old enough to be dead
         remove_stale_scratch(settings.jobs_dir, settings.visibility_timeout_s)
+    if jobs > 1:
+        from pipeline.output_pool import OutputPool
+
+        _outputs = OutputPool(min(jobs, os.cpu_count() or 1))
     if settings.warm_up:
-        start_warm_up()
+        start_warm_up(jobs, _outputs)
     else:
         observability.set_warm_up("off")
 
@@ -98,7 +124,8 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
     keeper = LeaseKeeper(sessions, claim, settings.lease_s, settings.heartbeat_interval_s)
     try:
         with keeper:
-            progress = ProgressWriter(keeper, settings.progress_interval_s)
+            limit = settings.job_time_limit_s
+            progress = ProgressWriter(keeper, settings.progress_interval_s, limit)
             upload = storage.fetch_upload(job_id, claim.attempt)
             report = _run_pipeline(settings, claim, work, progress, upload)
             progress.check()  # still ours, and not cancelled, before anything is published
@@ -141,6 +168,7 @@ def _run_pipeline(
         RunConfig.from_dict(claim.config),
         progress=progress,
         limits=settings.archive_limits(),
+        outputs=_outputs,
     )
 
 

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from worker import observability
+
+if TYPE_CHECKING:
+    from pipeline.output_pool import OutputPool
 
 log = logging.getLogger(__name__)
 _done = threading.Event()
 _done.set()  # nothing to wait for unless a warm-up was started
 
 
-def start_warm_up() -> None:
+def start_warm_up(jobs: int = 1, outputs: OutputPool | None = None) -> None:
+    """Warm up in the background for `jobs` jobs at once (and the output writers)."""
     _done.clear()
     observability.set_warm_up("running")
-    threading.Thread(target=_warm_up, name="balancer-warm-up", daemon=True).start()
+    threading.Thread(
+        target=_warm_up, args=(jobs, outputs), name="balancer-warm-up", daemon=True
+    ).start()
 
 
 def wait_for_warm_up(timeout_s: float = 600.0) -> None:
@@ -29,11 +36,11 @@ def wait_for_warm_up(timeout_s: float = 600.0) -> None:
         log.warning("warm-up still running after %.0f s; starting the job anyway", timeout_s)
 
 
-def _warm_up() -> None:
+def _warm_up(jobs: int, outputs: OutputPool | None) -> None:
     try:
         from pipeline.warmup import warm_up
 
-        seconds = warm_up()
+        seconds = warm_up(jobs=jobs, outputs=outputs)
         if seconds:
             log.info("worker warmed up on the GPU in %.1f s", seconds)
         observability.set_warm_up("done" if seconds else "skipped", seconds)

@@ -35,7 +35,7 @@ def test_each_gpu_gets_a_worker_of_its_own() -> None:
     commands = worker_commands(["0", "1"], "gpu,cpu", "info")
     assert [gpu for _, gpu in commands] == ["0", "1"]
     for argv, gpu in commands:
-        assert {"--queues=gpu,cpu", "--concurrency=1", f"--hostname=gpu{gpu}@%h"} <= set(argv)
+        assert {"--queues=gpu,cpu", "--pool=threads", f"--hostname=gpu{gpu}@%h"} <= set(argv)
 
 
 def children(pid: int) -> list[int]:

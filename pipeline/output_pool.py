@@ -1,0 +1,63 @@
+"""Write jobs' output files in processes of their own.
+
+Packaging a job (balanced.zip, samples.png, report.html with its charts) is CPU work in
+Python, matplotlib and zlib. A worker that runs several jobs at once on one GPU runs them as
+threads of one process; done there, packaging would hold the GIL while the other jobs' GPU
+steps wait to be launched. In a pool of processes it overlaps with them instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+
+class OutputPool:
+    """A pool of `processes` writer processes, started by `spawn` (a process that holds a CUDA
+    context must never fork). Safe to call from many threads at once."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+
+    def warm_up(self) -> None:
+        """Start every process and import the writers there (matplotlib takes a second)."""
+        for future in [self._pool.submit(_import_writers) for _ in range(self.processes)]:
+            future.result()
+
+    def write(self, out_dir: Path, report: dict, *args: Any) -> dict[str, float]:
+        """pipeline.run.write_outputs(out_dir, report, *args) in a pool process; returns the
+        timings it added to its copy of the report, and adds them to `report` here too."""
+        with self._lock:
+            pool = self._pool
+        try:
+            added = pool.submit(_write, out_dir, report, *args).result()
+        except BrokenProcessPool as exc:  # a writer died (OOM kill): next jobs get new ones
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = self._start()
+            raise RuntimeError("the process writing this job's output files died") from exc
+        report.setdefault("timings", {}).update(added)
+        return added
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_writers() -> None:
+    import pipeline.html_report  # noqa: F401  (matplotlib, jinja2)
+    import pipeline.run  # noqa: F401
+
+
+def _write(out_dir: Path, report: dict, *args: Any) -> dict[str, float]:
+    from pipeline.run import write_outputs
+
+    return write_outputs(out_dir, report, *args)
