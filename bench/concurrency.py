@@ -28,7 +28,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import format_table, load_digits  # noqa: E402
-from pipeline import cuda_graph  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
 from pipeline.output_pool import OutputPool  # noqa: E402
@@ -43,11 +42,8 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=8, help="OutputPool processes")
     ap.add_argument("--set", action="append", default=[], help="RunConfig KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--steps-per-replay", type=int, default=None, help="probe: cuda_graph's")
     ap.add_argument("--switch-interval", type=float, default=None, help="probe: GIL, seconds")
     args = ap.parse_args()
-    if args.steps_per_replay:
-        cuda_graph.STEPS_PER_REPLAY = args.steps_per_replay
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     options = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -37,10 +37,6 @@ ENGINES = ("auto", "eager", "graph")
 # Eager iterations before capture: the first runs allocate optimiser state and pick cuDNN
 # algorithms; the PyTorch docs ask for a few on a side stream before capturing.
 WARMUP_STEPS = 3
-# Training iterations per graph replay. Each replay is a Python call that gives up and takes
-# back the GIL; with several jobs in one process (threads), every such hand-over waits for
-# whichever thread holds the GIL. Ten steps per replay make ten times fewer of them.
-STEPS_PER_REPLAY = 10
 
 
 def resolve_engine(engine: str, device: torch.device) -> str:
@@ -80,37 +76,30 @@ def run_steps(
     """Run `step` `iterations` times; call on_step(i) after every `every`-th iteration.
 
     on_step may raise to cancel; nothing runs after it raises. With the graph engine the
-    first WARMUP_STEPS iterations run eagerly on a side stream, STEPS_PER_REPLAY more calls
-    of `step` are captured in one graph (capture runs no kernels, so they are not
-    iterations), the graph is replayed while whole replays fit, and the last few iterations
-    run eagerly: `iterations` updates in all, as with the eager engine.
+    first WARMUP_STEPS iterations run eagerly on a side stream, one more call of `step` is
+    captured (capture runs no kernels, so it is not an iteration), and the graph is replayed
+    for the rest: `iterations` updates in all, as with the eager engine.
     """
 
     def report(done: int) -> None:
         if on_step is not None and done % every == 0:
             on_step(done)
 
-    unroll = STEPS_PER_REPLAY
-    if engine == "eager" or iterations < WARMUP_STEPS + unroll:
+    if engine == "eager" or iterations <= WARMUP_STEPS:
         for i in range(iterations):
             step()
             report(i + 1)
         return
-    graph = capture(lambda: [step() for _ in range(unroll)], device)
+    graph = capture(step, device)
     stream = torch.cuda.current_stream(device)
-    done = WARMUP_STEPS
-    while done + unroll <= iterations:
+    for i in range(WARMUP_STEPS, iterations):
         graph.replay()
-        before, done = done, done + unroll
-        if on_step is not None and done // every > before // every:
+        if on_step is not None and (i + 1) % every == 0:
             # Wait for the replays queued so far, so the progress reported is work done and
             # a cancellation takes effect within `every` iterations. One wait per `every`
             # steps; the GPU idles only while the next replay is launched (microseconds).
             stream.synchronize()
-            on_step(done // every * every)
-    for i in range(done, iterations):
-        step()
-        report(i + 1)
+            report(i + 1)
 
 
 def concurrent(steps: list[Callable[[], None]], device: torch.device) -> Callable[[], None]:
