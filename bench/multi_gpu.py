@@ -36,11 +36,9 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import format_table, load_digits  # noqa: E402
+from bench.stack import (  # noqa: E402
+    GpuMemory,
+    api_ready,
+    child_env,
+    free_port,
+    git_commit,
+    percentile,
+    wait,
+)
 from cli.service_commands import stop_process  # noqa: E402
 
 # The standard seed-sized job: MNIST digits 1/2/3, 10/300/300 training, 200 test images each.
@@ -101,15 +108,6 @@ def job_config(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     return config
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def summarize(name: str, rows: list[dict[str, Any]], memory: dict[str, float] | None) -> dict:
@@ -168,53 +166,6 @@ def table(results: list[dict[str, Any]]) -> str:
     return format_table(header, rows)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(check, what: str, timeout_s: float) -> Any:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.5)
-    return result
-
-
-class GpuMemory:
-    """Peak memory.used per GPU index from nvidia-smi, sampled every second in a thread; with
-    one worker per GPU that is the worker's memory (plus the driver's own)."""
-
-    def __init__(self) -> None:
-        self.available = shutil.which("nvidia-smi") is not None
-        self.peak: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> GpuMemory:
-        if self.available:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self.available:
-            self._thread.join()
-
-    def _sample(self) -> None:
-        cmd = ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"]
-        while not self._stop.wait(1.0):
-            out = subprocess.run(cmd, capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                index, used = (s.strip() for s in line.split(","))
-                self.peak[index] = max(self.peak.get(index, 0.0), float(used))
-
-    def of(self, gpus: list[str]) -> dict[str, float] | None:
-        return {g: self.peak.get(g, 0.0) for g in gpus} if self.available else None
-
-
 class Host:
     """The shared pieces of the run: the database, the S3 server, a data folder."""
 
@@ -240,18 +191,18 @@ class Host:
              "--addr", f"127.0.0.1:{port}", "--config", "/dev/null", str(self.root / "s3")],
             {}, "rclone",
         )  # fmt: skip
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "AWS_"))}
-        self.env = base | {
-            "PYTHONPATH": str(ROOT),
-            "BALANCER_DATABASE_URL": db_url,
-            "BALANCER_BROKER_URL": broker,
-            "BALANCER_STORAGE_URL": f"s3://{BUCKET}/bench",
-            "BALANCER_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "BALANCER_OWNER_MAX_ACTIVE_JOBS": "100000",
-            "BALANCER_DATA_DIR": str(self.root / "api"),
-        }
+        self.env = child_env(
+            {
+                "BALANCER_DATABASE_URL": db_url,
+                "BALANCER_BROKER_URL": broker,
+                "BALANCER_STORAGE_URL": f"s3://{BUCKET}/bench",
+                "BALANCER_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "BALANCER_OWNER_MAX_ACTIVE_JOBS": "100000",
+                "BALANCER_DATA_DIR": str(self.root / "api"),
+            }
+        )
         if args.no_warm_up:
             self.env["BALANCER_WARM_UP"] = "false"
         self.db_url = db_url
@@ -329,7 +280,7 @@ def run_step(host: Host, name: str, supervisors: list[list[str]], n_jobs: int, d
                           headers={"Authorization": f"Bearer {host.key}"})  # fmt: skip
     killed: dict[str, Any] = {}
     try:
-        wait(lambda: _ready(client), "the API", START_S)
+        wait(lambda: api_ready(client), "the API", START_S)
         # Each GPU's Celery worker logs "ready." once it takes jobs.
         up = lambda: all(host.log(k).count("ready.") >= len(g) for k, (g, _) in workers.items())  # noqa: E731
         wait(up, f"{name}: workers", START_S)
@@ -384,13 +335,6 @@ def run_step(host: Host, name: str, supervisors: list[list[str]], n_jobs: int, d
         stop_process(api, grace_s=10)
 
 
-def _ready(client: httpx.Client) -> bool:
-    try:
-        return client.get("/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def cuda_devices() -> int:
     import torch
 
@@ -442,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if "fault" in by_step
         else None,
     }
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = git_commit()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
             "device": note, "cuda_devices": n_cuda, "cpus": os.cpu_count(),
             "machine": platform.platform(), "gpus": args.gpu_ids, "config": config,

@@ -22,7 +22,6 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import format_table  # noqa: E402
+from bench.stack import api_ready, child_env, free_port, git_commit, spawn, wait  # noqa: E402
 from cli.service_commands import stop_process  # noqa: E402
 
 CONFIG = {"preset": "quick", "gan_iterations": 50, "epochs": 1, "seeds": 1}
@@ -42,20 +42,6 @@ CONFIG = {"preset": "quick", "gan_iterations": 50, "epochs": 1, "seeds": 1}
 COUNTS, TEST_PER_CLASS = {1: 10, 2: 100, 3: 100}, 50
 ACCESS_KEY, SECRET_KEY, BUCKET = "bench", "bench-secret", "balancer"
 START_S, JOB_S = 120, 1800
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(check, what: str, timeout_s: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def start_s3(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
@@ -112,17 +98,17 @@ def run_once(args: argparse.Namespace, backend: str, workers: int, data: bytes) 
     root = Path(tempfile.mkdtemp(prefix=f"scale-{backend}{workers}-"))
     db = database(args.pg)
     queue = f"scale-{secrets.token_hex(3)}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "AWS_"))}
-    env = base | {
-        "PYTHONPATH": str(ROOT),
-        "BALANCER_DATABASE_URL": f"postgresql+psycopg://{args.pg.split('://', 1)[1]}/{db}",
-        "BALANCER_BROKER_URL": args.redis,
-        "BALANCER_QUEUE": queue,
-        "BALANCER_WARM_UP": "false",
-        "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
-        "BALANCER_RESEND_QUEUED_AFTER_S": "3600",
-        "BALANCER_DATA_DIR": str(root / "api"),
-    }
+    env = child_env(
+        {
+            "BALANCER_DATABASE_URL": f"postgresql+psycopg://{args.pg.split('://', 1)[1]}/{db}",
+            "BALANCER_BROKER_URL": args.redis,
+            "BALANCER_QUEUE": queue,
+            "BALANCER_WARM_UP": "false",
+            "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
+            "BALANCER_RESEND_QUEUED_AFTER_S": "3600",
+            "BALANCER_DATA_DIR": str(root / "api"),
+        }
+    )
     procs: list[subprocess.Popen] = []
     s3 = None
     if backend == "s3":
@@ -157,7 +143,7 @@ def run_once(args: argparse.Namespace, backend: str, workers: int, data: bytes) 
                               headers={"Authorization": f"Bearer {key}"})  # fmt: skip
         wait(lambda: all(log.exists() and "ready." in log.read_text() for log in logs),
              "the workers", START_S)  # fmt: skip
-        wait(lambda: _ready(client), "the API", START_S)
+        wait(lambda: api_ready(client), "the API", START_S)
 
         started = time.monotonic()
         ids = []
@@ -196,19 +182,6 @@ def run_once(args: argparse.Namespace, backend: str, workers: int, data: bytes) 
         shutil.rmtree(root, ignore_errors=True)
 
 
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-
-
-def _ready(client: httpx.Client) -> bool:
-    try:
-        return client.get("/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=4, help="jobs per run (default 4)")
@@ -236,8 +209,7 @@ def main() -> int:
             for r in results]  # fmt: skip
     print(format_table(header, rows))
     if args.json:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()  # fmt: skip
+        commit = git_commit()
         meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "config": CONFIG,
                 "dataset": {"train": COUNTS, "test_per_class": TEST_PER_CLASS},
                 "cpus": os.cpu_count(), "machine": platform.platform()}  # fmt: skip
