@@ -162,6 +162,8 @@ def job_lane(device: torch.device) -> Iterator[None]:
         return
     key = _device_key(device)
     with _lanes_lock:
+        if key not in _free_lanes:  # the first job on this device in this process
+            _load_lazy_libraries(torch.device(*key))
         free = _free_lanes.setdefault(key, [])
         if free:
             lane = free.pop()
@@ -191,6 +193,15 @@ def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cud
     while len(pool) < first + n:
         pool.append(torch.cuda.Stream(torch.device(*key)))
     return pool[first : first + n]
+
+
+def _load_lazy_libraries(device: torch.device) -> None:
+    """PyTorch loads its CUDA linear-algebra library on the first call, and that loading is
+    not thread-safe: two jobs fitting their transfer models at once raised "lazy wrapper
+    should be called at most once" and the worker died (SIGSEGV) on the H200. Load it here,
+    one thread at a time, before jobs run side by side."""
+    torch.linalg.cholesky(torch.eye(2, device=device))
+    torch.cuda.current_stream(device).synchronize()
 
 
 def training_generator(device: torch.device) -> torch.Generator | None:

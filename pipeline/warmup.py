@@ -39,7 +39,10 @@ def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = No
         config = RunConfig(preset="standard", device="cuda", gan_iterations=20, epochs=1)
         with ThreadPoolExecutor(jobs + 1) as threads:
             writers = threads.submit(outputs.warm_up) if outputs is not None else None
-            out = [Path(tmp) / f"out{i}" for i in range(jobs)]
+            # One job alone first: every library PyTorch loads on first use loads now, in
+            # one thread; then the others side by side, each making its lane.
+            run_pipeline(dataset, Path(tmp) / "out", config)
+            out = [Path(tmp) / f"out{i}" for i in range(1, jobs)]
             runs = [threads.submit(run_pipeline, dataset, o, config, outputs=outputs) for o in out]
             for future in [*runs, *([writers] if writers else [])]:
                 future.result()
