@@ -51,11 +51,6 @@ class Settings(BaseSettings):
     # own CUDA streams). 0 = worker/pool.py's DEFAULT_GPU_JOBS where a GPU is visible, else 1
     # (one job per process, as on a CPU). `balancer worker --gpus` applies it to each GPU.
     gpu_jobs: int = Field(0, ge=0, le=64)
-    # GPU training precision and kernel choice (pipeline/cuda_graph.py): forward passes of the
-    # GAN and classifier steps in bfloat16 (weights stay float32), and cuDNN autotuning of
-    # each convolution shape on its first use. Both recorded in each report's environment.
-    mixed_precision: bool = False
-    cudnn_benchmark: bool = False
     # Crash safety (worker/lease.py, app/sweeper.py). A running job holds a lease that its
     # worker renews every heartbeat_interval_s (0 = lease_s / 4); once the lease has lapsed the
     # worker is presumed dead and the sweeper re-queues the job (up to max_attempts starts).

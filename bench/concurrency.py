@@ -28,7 +28,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import format_table, load_digits  # noqa: E402
-from pipeline import cuda_graph  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
 from pipeline.output_pool import OutputPool  # noqa: E402
@@ -44,10 +43,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="RunConfig KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--switch-interval", type=float, default=None, help="probe: GIL, seconds")
-    ap.add_argument("--cudnn-benchmark", action="store_true", help="probe: cuDNN autotuning")
-    ap.add_argument("--bf16", action="store_true", help="probe: cuda_graph.MIXED_PRECISION")
     args = ap.parse_args()
-    cuda_graph.set_gpu_options(args.bf16, args.cudnn_benchmark)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     options = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}

@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.augment import Augmentation, augment
-from pipeline.cuda_graph import (
-    make_adam,
-    mixed_precision,
-    resolve_engine,
-    run_steps,
-    training_generator,
-)
+from pipeline.cuda_graph import make_adam, resolve_engine, run_steps, training_generator
 from pipeline.seeding import seeded_init
 from pipeline.stacked import StackedLinear, flatten_members, to_channels
 
@@ -109,8 +103,7 @@ def classifier_step(st: ClassifierState) -> None:
     x = st.images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S] in [-1, 1]
     if st.augmentation is not None:  # each image of each member's batch transformed on its own
         x = augment(x.flatten(0, 1), st.augmentation, st.gen).view(x.shape)
-    with mixed_precision(x.device):
-        logits = st.model(x).float()  # [M, B, classes]
+    logits = st.model(x)  # [M, B, classes]
     loss = F.cross_entropy(logits.flatten(0, 1), st.labels[idx].flatten(), reduction="none")
     loss = loss.view(m, b).mean(1)  # [M]
     st.opt.zero_grad(set_to_none=True)

@@ -26,7 +26,6 @@ Engines: "eager" (the reference, and the only one on a CPU), "graph" (CUDA only)
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -35,9 +34,6 @@ from dataclasses import dataclass, field
 import torch
 
 ENGINES = ("auto", "eager", "graph")
-# Forward passes of the GAN and classifier steps in bfloat16 on CUDA (torch.autocast: weights
-# and optimiser state stay float32). See mixed_precision.
-MIXED_PRECISION = False
 # Eager iterations before capture: the first runs allocate optimiser state and pick cuDNN
 # algorithms; the PyTorch docs ask for a few on a side stream before capturing.
 WARMUP_STEPS = 3
@@ -206,25 +202,6 @@ def _load_lazy_libraries(device: torch.device) -> None:
     one thread at a time, before jobs run side by side."""
     torch.linalg.cholesky(torch.eye(2, device=device))
     torch.cuda.current_stream(device).synchronize()
-
-
-def set_gpu_options(mixed: bool, cudnn_benchmark: bool) -> None:
-    """For this process: bfloat16 forward passes (MIXED_PRECISION), cuDNN autotuning."""
-    global MIXED_PRECISION
-    MIXED_PRECISION = mixed
-    torch.backends.cudnn.benchmark = cudnn_benchmark
-
-
-def gpu_options() -> dict[str, bool]:
-    """What set_gpu_options set, for the report."""
-    return {"mixed_precision": MIXED_PRECISION, "cudnn_benchmark": torch.backends.cudnn.benchmark}
-
-
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """torch.autocast to bfloat16 on CUDA when MIXED_PRECISION is on; else nothing."""
-    if MIXED_PRECISION and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def training_generator(device: torch.device) -> torch.Generator | None:

@@ -17,7 +17,6 @@ from torch import nn
 from pipeline.cuda_graph import (
     concurrent,
     make_adam,
-    mixed_precision,
     resolve_engine,
     run_steps,
     training_generator,
@@ -208,14 +207,12 @@ def gan_step(st: GanState) -> None:
     idx = (torch.rand(k, b, device=dev, generator=st.gen) * st.counts).long()
     x_real = st.real[st.member, idx]  # [K, B, C, S, S]
     z = torch.randn(k, b, st.latent, device=dev, generator=st.gen)  # [K, B, Z]
-    with mixed_precision(dev):
-        fake = st.g(z)  # [K, B, C, S, S]
+    fake = st.g(z)  # [K, B, C, S, S]
 
     # D step: real -> 1, fake -> 0. Real and fake go through D as one batch of 2B (D has no
     # batch norm, so this is the same function as two passes, at half the kernel launches).
-    both = torch.cat([x_real, fake.detach().to(x_real.dtype)], dim=1)
-    with mixed_precision(dev):
-        logits = st.d(augmented(both, st.aug_mask, st.gen)).float()  # [K, 2B]
+    both = torch.cat([x_real, fake.detach()], dim=1)
+    logits = st.d(augmented(both, st.aug_mask, st.gen))  # [K, 2B]
     # Means over the batch, summed over members: each member's gradient is its own.
     loss_d = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)  # [K]
     st.opt_d.zero_grad(set_to_none=True)
@@ -224,9 +221,7 @@ def gan_step(st: GanState) -> None:
 
     # G step, non-saturating: maximise log D(G(z)) against the updated D. Gradients are
     # taken for G's parameters only: D's would be discarded by the next D step anyway.
-    with mixed_precision(dev):
-        logits_fake = st.d(augmented(fake, st.aug_mask, st.gen)).float()
-    loss_g = F.softplus(-logits_fake).mean(1)  # [K]
+    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask, st.gen))).mean(1)  # [K]
     st.opt_g.zero_grad(set_to_none=True)
     loss_g.sum().backward(inputs=st.g_params)
     st.opt_g.step()

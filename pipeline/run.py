@@ -21,7 +21,7 @@ from pipeline.augment import augmentation_for, augmentation_report
 from pipeline.balance import oversampled_indices, synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
-from pipeline.cuda_graph import gpu_options, job_lane
+from pipeline.cuda_graph import job_lane
 from pipeline.dataset import ImageDataset, load_dataset
 from pipeline.evaluation import METHODS, evaluate_with_intervals
 from pipeline.packaging import write_balanced_zip, write_samples_png
@@ -324,5 +324,4 @@ def _environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
-        **(gpu_options() if device.type == "cuda" else {}),
     }

@@ -77,9 +77,6 @@ def _warm_up_thread_worker(sender: object, **_: object) -> None:
 def _start_job_process(jobs: int) -> None:
     global _outputs
     settings = get_settings()
-    from pipeline.cuda_graph import set_gpu_options
-
-    set_gpu_options(settings.mixed_precision, settings.cudnn_benchmark)
     if settings.storage_url:  # a killed worker's scratch on this host: old enough to be dead
         remove_stale_scratch(settings.jobs_dir, settings.visibility_timeout_s)
     if jobs > 1:
