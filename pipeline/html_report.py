@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -40,8 +42,10 @@ def write_html_report(
     ds: ImageDataset | None = None,
     synthetic: dict[int, torch.Tensor] | None = None,
     quality: QualityResult | None = None,
+    charts: dict[str, str | None] | None = None,
 ) -> None:
-    path.write_text(render_html(report, ds, synthetic, quality), encoding="utf-8")
+    page = render_html(report, ds, synthetic, quality, charts)
+    path.write_text(page, encoding="utf-8")
 
 
 def render_html(
@@ -49,41 +53,67 @@ def render_html(
     ds: ImageDataset | None = None,
     synthetic: dict[int, torch.Tensor] | None = None,
     quality: QualityResult | None = None,
+    charts: dict[str, str | None] | None = None,
 ) -> str:
-    """The page as a string; without ds and synthetic it has no sample grids."""
+    """The page as a string; without ds and synthetic it has no sample grids. charts: the
+    charts already drawn (draw_charts, or chart_tasks run elsewhere); None: drawn here."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["j2", "html"])
     )
     env.filters.update(pct=pct, ci=ci_text, points=points, num=num)
-    return env.get_template("report.html.j2").render(**context(report, ds, synthetic, quality))
+    if charts is None:
+        charts = draw_charts(report, quality)
+    page = context(report, ds, synthetic, charts)
+    return env.get_template("report.html.j2").render(**page)
 
 
 def context(
     report: dict,
     ds: ImageDataset | None,
     synthetic: dict[int, torch.Tensor] | None,
-    quality: QualityResult | None,
+    charts: dict[str, str | None],
 ) -> dict:
-    methods = list(report["methods"])
-    minority = list(report.get("comparisons", {}))
-    details = quality.details if quality else {}
     return {
         "r": report,
-        "methods": methods,
-        "minority": minority,
+        "methods": list(report["methods"]),
+        "minority": list(report.get("comparisons", {})),
         "headline": headline(report),
         "augmentation": augmentation_sentence(report),
         "method_notes": method_notes(report),
-        "charts": {
-            "accuracy": accuracy_chart(report),
-            "differences": difference_chart(report) if minority else None,
-            "confusion": confusion_chart(report),
-            "losses": loss_chart(report["gan"]) if report.get("gan") else None,
-            "generators": generator_rows(report.get("gan") or {}),
-            "memorisation": memorisation_chart(details) if details else None,
-        },
+        "charts": {**charts, "generators": generator_rows(report.get("gan") or {})},
         "samples": sample_strips(ds, synthetic) if ds is not None and synthetic else {},
     }
+
+
+CHARTS = ("accuracy", "differences", "confusion", "losses", "memorisation")
+
+
+def chart_tasks(
+    report: dict, quality: QualityResult | None
+) -> list[tuple[str, Callable[[Any], str], Any]]:
+    """The page's charts as (name, function, argument), each drawing one PNG data URI.
+
+    They are independent matplotlib figures of a few hundred milliseconds each, so a caller
+    with processes to spare draws them side by side (pipeline/output_pool.py)."""
+    details = quality.details if quality else {}
+    tasks: list[tuple[str, Callable[[Any], str], Any]] = [
+        ("accuracy", accuracy_chart, report),
+        ("confusion", confusion_chart, report),
+    ]
+    if report.get("comparisons"):
+        tasks.append(("differences", difference_chart, report))
+    if report.get("gan"):
+        tasks.append(("losses", loss_chart, report["gan"]))
+    if details:
+        tasks.append(("memorisation", memorisation_chart, details))
+    return tasks
+
+
+def draw_charts(report: dict, quality: QualityResult | None) -> dict[str, str | None]:
+    """Every chart of the page, drawn here, one after the other (absent ones None)."""
+    charts: dict[str, str | None] = dict.fromkeys(CHARTS)
+    charts.update({name: draw(arg) for name, draw, arg in chart_tasks(report, quality)})
+    return charts
 
 
 # ---- text ---------------------------------------------------------------------------------

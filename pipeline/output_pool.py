@@ -13,7 +13,12 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.archive import ArchiveLimits
+    from pipeline.dataset import ImageDataset
+    from pipeline.quality import QualityResult
 
 
 class OutputPool:
@@ -33,13 +38,31 @@ class OutputPool:
         for future in [self._pool.submit(_import_writers) for _ in range(self.processes)]:
             future.result()
 
-    def write(self, out_dir: Path, report: dict, *args: Any) -> dict[str, float]:
-        """pipeline.run.write_outputs(out_dir, report, *args) in a pool process; returns the
-        timings it added to its copy of the report, and adds them to `report` here too."""
+    def write(
+        self,
+        out_dir: Path,
+        report: dict,
+        source_zip: Path,
+        ds: ImageDataset,
+        synthetic: dict,
+        quality: QualityResult | None,
+        spent_s: float | None = None,
+        limits: ArchiveLimits | None = None,
+    ) -> dict[str, float]:
+        """pipeline.run.write_outputs with these arguments, in the pool: report.html's charts
+        drawn side by side in several processes first (a seed-sized job's five charts took
+        about a second one after the other), then the files. Returns the timings it added
+        to its copy of the report, and adds them to `report` here too."""
+        from pipeline.html_report import CHARTS, chart_tasks
+
         with self._lock:
             pool = self._pool
         try:
-            added = pool.submit(_write, out_dir, report, *args).result()
+            tasks = chart_tasks(report, quality)
+            drawing = [(name, pool.submit(draw, arg)) for name, draw, arg in tasks]
+            charts = dict.fromkeys(CHARTS) | {name: f.result() for name, f in drawing}
+            files = (out_dir, report, source_zip, ds, synthetic, quality, spent_s, limits, charts)
+            added = pool.submit(_write, *files).result()
         except BrokenProcessPool as exc:  # a writer died (OOM kill): next jobs get new ones
             with self._lock:
                 if self._pool is pool:
@@ -57,7 +80,7 @@ def _import_writers() -> None:
     import pipeline.run  # noqa: F401
 
 
-def _write(out_dir: Path, report: dict, *args: Any) -> dict[str, float]:
+def _write(*args: Any) -> dict[str, float]:
     from pipeline.run import write_outputs
 
-    return write_outputs(out_dir, report, *args)
+    return write_outputs(*args)

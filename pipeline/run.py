@@ -265,6 +265,7 @@ def write_outputs(
     quality: QualityResult | None = None,
     spent_s: float | None = None,
     limits: ArchiveLimits | None = None,
+    charts: dict[str, str | None] | None = None,
 ) -> dict[str, float]:
     """Write every output into a temporary folder beside out_dir, then move each into place.
 
@@ -272,7 +273,7 @@ def write_outputs(
     seconds before this call, plus this call's) before report.html and report.json are
     written, so both show the same timings (which leave out the drawing of report.html's
     charts). Returns those two timings (the caller's report, when this runs in another
-    process, gets them from here).
+    process, gets them from here). charts: report.html's charts, if drawn already.
     """
     from pipeline.html_report import write_html_report  # matplotlib: loaded only when needed
 
@@ -287,7 +288,7 @@ def write_outputs(
         if spent_s is not None:
             added["total_seconds"] = spent_s + added["packaging_seconds"]
         timings.update(added)
-        write_html_report(tmp / "report.html", report, ds, synthetic, quality)
+        write_html_report(tmp / "report.html", report, ds, synthetic, quality, charts)
         _write_json(tmp / "report.json", report)
         for name in OUTPUT_FILES:
             (tmp / name).replace(out_dir / name)

@@ -1,0 +1,109 @@
+"""Several jobs in one process: output files written by an OutputPool, seeded initial weights
+that a concurrent job cannot disturb, stream lanes that are a no-op off CUDA."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import pipeline.run as run
+from pipeline.config import RunConfig
+from pipeline.cuda_graph import job_lane, training_generator
+from pipeline.gan import Generator, init_dcgan_
+from pipeline.output_pool import OutputPool
+from pipeline.seeding import seeded_init
+from tests.pipeline.zips import class_folder_files, write_zip
+
+TINY = RunConfig(
+    preset="quick", gan_iterations=10, epochs=1, device="cpu", transfer_steps=5, transfer_pairs=16
+)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    writers = OutputPool(2)
+    yield writers
+    writers.close()
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """A tiny job's write_outputs arguments after out_dir, and its own output folder."""
+    tmp = tmp_path_factory.mktemp("job")
+    data = write_zip(tmp / "d.zip", class_folder_files({"a": 24, "b": 6}, size=(16, 16)))
+    caught = {}
+    original = run.write_outputs
+
+    def catch(out_dir: Path, *rest: object) -> dict[str, float]:
+        caught["rest"] = rest
+        return original(out_dir, *rest)
+
+    run.write_outputs = catch
+    try:
+        torch.set_num_threads(1)
+        run.run_pipeline(data, tmp / "inline", TINY)
+    finally:
+        run.write_outputs = original
+    return caught["rest"], tmp / "inline"
+
+
+def test_pool_writes_the_same_files_as_the_job_thread(pool, job, tmp_path):
+    rest, inline = job
+    report = rest[0]
+    added = pool.write(tmp_path / "out", *rest)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(run.OUTPUT_FILES)
+    assert set(added) == {"packaging_seconds", "total_seconds"}
+    assert report["timings"]["total_seconds"] == added["total_seconds"]  # the caller's copy too
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["timings"] == report["timings"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    # every chart drawn in the pool made it into the page, as many as the job's own page has
+    charts = html.count("data:image/png;base64,")
+    assert charts == (inline / "report.html").read_text().count("data:image/png;base64,") > 4
+
+
+def test_a_dead_writer_fails_its_job_clearly_and_the_next_one_gets_new_writers(pool, job, tmp_path):
+    rest, _ = job
+    pool._pool.submit(os._exit, 1)  # a writer process dies (as under an OOM kill)
+    with pytest.raises(RuntimeError, match="writing this job's output files died"):
+        for i in range(3):  # the death is noticed by the next call at the latest
+            pool.write(tmp_path / f"doomed{i}", *rest)
+    pool.write(tmp_path / "next", *rest)
+    assert (tmp_path / "next" / "report.json").exists()
+
+
+def test_seeded_init_is_not_disturbed_by_a_concurrent_build():
+    def build() -> torch.Tensor:
+        with seeded_init(7):
+            g = Generator(1, 16, 1, 28, width=8)
+            init_dcgan_(g)
+        return torch.cat([p.detach().flatten() for p in g.parameters()])
+
+    expected = build()
+    results: list[torch.Tensor] = []
+    stop = threading.Event()
+
+    def noise() -> None:  # another job drawing from the CPU generator all the while
+        while not stop.is_set():
+            with seeded_init(1):
+                torch.randn(1000)
+
+    other = threading.Thread(target=noise)
+    other.start()
+    try:
+        results = [build() for _ in range(20)]
+    finally:
+        stop.set()
+        other.join()
+    assert all(torch.equal(r, expected) for r in results)
+
+
+def test_job_lane_and_training_generator_are_inert_off_cuda():
+    with job_lane(torch.device("cpu")):
+        assert training_generator(torch.device("cpu")) is None
+    assert training_generator(torch.device("cpu")) is None
