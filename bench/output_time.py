@@ -57,8 +57,10 @@ def main() -> None:
     print(format_table(["writer", "median s", "best s"], rows))
 
 
-def job_outputs(zip_path: Path, tmp: Path) -> tuple:
-    """The arguments run_pipeline hands write_outputs, after out_dir (caught on the way)."""
+def job_outputs(zip_path: Path, tmp: Path, cfg: RunConfig | None = None) -> tuple:
+    """Run the job (its files in tmp/job) and return the arguments run_pipeline handed
+    write_outputs after out_dir, caught on the way. Default cfg: quick, a few iterations."""
+    cfg = cfg or RunConfig(preset="quick", gan_iterations=30, epochs=1, seeds=3, device="cpu")
     caught = {}
     original = run.write_outputs
 
@@ -68,7 +70,6 @@ def job_outputs(zip_path: Path, tmp: Path) -> tuple:
 
     run.write_outputs = catch
     try:
-        cfg = RunConfig(preset="quick", gan_iterations=30, epochs=1, seeds=3, device="cpu")
         run.run_pipeline(zip_path, tmp / "job", cfg)
     finally:
         run.write_outputs = original

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 
 import pipeline.run as run
+from bench.output_time import job_outputs
 from pipeline.config import RunConfig
 from pipeline.cuda_graph import job_lane, training_generator
 from pipeline.gan import Generator, init_dcgan_
@@ -36,20 +36,8 @@ def job(tmp_path_factory):
     """A tiny job's write_outputs arguments after out_dir, and its own output folder."""
     tmp = tmp_path_factory.mktemp("job")
     data = write_zip(tmp / "d.zip", class_folder_files({"a": 24, "b": 6}, size=(16, 16)))
-    caught = {}
-    original = run.write_outputs
-
-    def catch(out_dir: Path, *rest: object) -> dict[str, float]:
-        caught["rest"] = rest
-        return original(out_dir, *rest)
-
-    run.write_outputs = catch
-    try:
-        torch.set_num_threads(1)
-        run.run_pipeline(data, tmp / "inline", TINY)
-    finally:
-        run.write_outputs = original
-    return caught["rest"], tmp / "inline"
+    torch.set_num_threads(1)
+    return job_outputs(data, tmp, TINY), tmp / "job"
 
 
 def test_pool_writes_the_same_files_as_the_job_thread(pool, job, tmp_path):
