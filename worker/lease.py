@@ -35,7 +35,11 @@ class LeaseKeeper:
         claim: Claim,
         lease_s: float,
         interval_s: float,
+        renew_for_s: float | None = None,
     ) -> None:
+        """renew_for_s: the thread stops renewing after this long, so a job hung past its
+        hard time limit loses its lease and the sweeper takes it back (Celery kills a
+        prefork child at that limit; a worker's threads pool cannot kill a thread)."""
         self._sessions, self._claim = sessions, claim
         self._lease_s, self._interval_s = lease_s, interval_s
         self._lock = threading.Lock()
@@ -47,6 +51,7 @@ class LeaseKeeper:
         self._renewed_at = now
         self._lost = False
         self._cancel = False
+        self._renew_until = None if renew_for_s is None else now + renew_for_s
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -73,7 +78,14 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval_s / 2):
-            if time.monotonic() - self._renewed_at >= self._interval_s:
+            now = time.monotonic()
+            if self._renew_until is not None and now >= self._renew_until:
+                log.error(
+                    "job %s: still running past its hard time limit; the lease is left to lapse",
+                    self._claim.job_id,
+                )
+                return
+            if now - self._renewed_at >= self._interval_s:
                 self.beat()
 
     def _beat(self, stage: str | None, progress: float | None) -> None:

@@ -121,7 +121,10 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
     storage = storage_for(settings)
     work = attempt_dir(settings, job_id, claim.attempt)
     _remove_other_attempts(settings, claim)
-    keeper = LeaseKeeper(sessions, claim, settings.lease_s, settings.heartbeat_interval_s)
+    hard_limit = settings.job_time_limit_s + 60  # as Celery's task_time_limit
+    keeper = LeaseKeeper(
+        sessions, claim, settings.lease_s, settings.heartbeat_interval_s, renew_for_s=hard_limit
+    )
     try:
         with keeper:
             limit = settings.job_time_limit_s

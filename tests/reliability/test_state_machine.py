@@ -275,6 +275,26 @@ def test_the_lease_runs_out_while_the_database_is_unreachable(
         assert keeper.stop_reason() == "lease-lost"
 
 
+def test_a_job_hung_past_its_hard_limit_stops_renewing_its_lease(
+    sessions,  # noqa: ANN001
+    settings,  # noqa: ANN001
+    new_job,  # noqa: ANN001
+) -> None:
+    """A threads-pool worker cannot kill a hung job: its lease lapses instead, and the
+    sweeper takes the job back."""
+    job_id = new_job()
+    got = claim(sessions, job_id, settings)
+    with LeaseKeeper(sessions, got, 0.6, 0.1, renew_for_s=0.3) as keeper:
+        claimed = load(sessions, job_id).heartbeat_at
+        time.sleep(0.4)
+        last = load(sessions, job_id).heartbeat_at
+        assert last > claimed, "renewed before the limit"
+        time.sleep(1.0)  # past the limit and past the last lease granted
+        assert load(sessions, job_id).heartbeat_at == last, "no renewal after the limit"
+        assert keeper.stop_reason() == "lease-lost"
+        assert load(sessions, job_id).lease_expires_at < utcnow()
+
+
 # --- the task: per-attempt folders, publication, failures ------------------------------------
 
 
