@@ -39,8 +39,11 @@ FAST_RECOVERY = {
 TINY = {"preset": "quick", "gan_iterations": 1, "epochs": 1, "seeds": 1, "gan_width": 8}
 # GAN training that reports every iteration, long enough to be caught in the act.
 TRAINING = {**TINY, "gan_iterations": 30, "gan_batch": 8, "progress_every": 1}
-# Far more GAN work than any test waits for.
-ENDLESS = {**TRAINING, "gan_iterations": 500_000}
+# Far more GAN work than any test waits for. "per-class": a DCGAN per minority class, which
+# runs gan_iterations. Under "auto" a class with fewer than transfer_below (10) training images,
+# as in the small test datasets, gets the transfer generator instead, which ignores
+# gan_iterations and ends within seconds.
+ENDLESS = {**TRAINING, "gan_iterations": 500_000, "generator": "per-class"}
 
 
 def python_path() -> str:
@@ -116,10 +119,12 @@ class Stack:
         self.api = self._spawn(cmd + ["--host", "127.0.0.1", "--port", str(self.port)], "api")
         wait_until(self._api_up, "the API to answer /healthz", START_TIMEOUT_S, self.log_tail)
 
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, jobs: int = 1, **env: str) -> subprocess.Popen:
+        """A worker running `jobs` jobs at once (1: prefork, more: threads; worker/pool.py),
+        with `env` on top of the stack's settings."""
         cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app"]
-        cmd += worker_argv(self.env["BALANCER_QUEUE"], 1, "info")
-        proc = self._spawn(cmd, f"worker-{len(self.workers) + 1}")
+        cmd += worker_argv(self.env["BALANCER_QUEUE"], jobs, "info")
+        proc = self._spawn(cmd, f"worker-{len(self.workers) + 1}", env)
         self.workers.append(proc)
         log = self.logs[-1]
         ready = lambda: "ready." in log.read_text()  # noqa: E731
@@ -131,19 +136,27 @@ class Stack:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
 
+    def kill_workers(self) -> None:
+        """SIGKILL every worker still running (after a test: none may outlive it)."""
+        for proc in self.workers:
+            if proc.poll() is None:
+                self.kill_worker(proc)
+
     def stop(self) -> None:
         self.client.close()
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             if proc.poll() is None:
                 stop_process(proc, grace_s=5)
 
-    def _spawn(self, cmd: list[str], name: str) -> subprocess.Popen:
+    def _spawn(
+        self, cmd: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = self.data_dir / f"{name}.log"
         self.logs.append(log)
         with log.open("w") as out:
             # Own process group: a kill reaches the worker's pool children too.
             return subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                cmd, cwd=ROOT, env=self.env | (env or {}), stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
 
@@ -183,3 +196,12 @@ class Stack:
 
         details = lambda: f"last seen: {last}\n{self.log_tail()}"  # noqa: E731
         return wait_until(check, f"job {job_id}: {what}", timeout_s, details)
+
+    def job_folder(self, job_id: str) -> list[str]:
+        """The names in the job's folder on disk: upload.zip, then out/ once it succeeded."""
+        return sorted(p.name for p in (self.data_dir / "jobs" / job_id).iterdir())
+
+
+def in_training(attempt: int) -> Callable[[dict[str, Any]], bool]:
+    """A `wait_job` condition: attempt `attempt` is training the GAN."""
+    return lambda j: j["stage"] == "training_gan" and j["attempts"] == attempt

@@ -14,7 +14,7 @@ import pytest
 
 from tests.service.datasets import make_zip
 
-from .stack import ENDLESS, FINISHED, TRAINING, Stack
+from .stack import ENDLESS, FINISHED, TRAINING, Stack, in_training
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,22 +38,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(autouse=True)
 def no_worker_outlives_its_test(stack: Stack) -> Iterator[None]:
     yield
-    for proc in stack.workers:
-        if proc.poll() is None:
-            stack.kill_worker(proc)
+    stack.kill_workers()
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_zip(tmp_path_factory.mktemp("data") / "small.zip", SMALL).read_bytes()
-
-
-def job_folder(stack: Stack, job_id: str) -> list[str]:
-    return sorted(p.name for p in (stack.data_dir / "jobs" / job_id).iterdir())
-
-
-def in_training(attempt: int):  # noqa: ANN201
-    return lambda j: j["stage"] == "training_gan" and j["attempts"] == attempt
 
 
 def test_cancel_during_training_stops_the_job_within_seconds(stack: Stack, dataset: bytes) -> None:
@@ -67,7 +57,7 @@ def test_cancel_during_training_stops_the_job_within_seconds(stack: Stack, datas
     took = time.monotonic() - asked
     assert done["status"] == "canceled", done
     assert done["error"] is None and done["finished_at"]
-    assert job_folder(stack, job_id) == ["upload.zip"], "no partial outputs are left"
+    assert stack.job_folder(job_id) == ["upload.zip"], "no partial outputs are left"
     print(f"fault: canceled {took:.1f} s after the request")
 
 
@@ -93,7 +83,7 @@ def test_worker_killed_during_gan_training_job_is_retried_and_succeeds(
     assert done["attempts"] == 2 and done["error"] is None
     resp = stack.client.get(f"/v1/jobs/{job_id}/balanced-dataset")
     assert resp.status_code == 200 and resp.content.startswith(b"PK")
-    assert job_folder(stack, job_id) == ["out", "upload.zip"], "no attempt folder is left"
+    assert stack.job_folder(job_id) == ["out", "upload.zip"], "no attempt folder is left"
 
 
 def test_a_job_whose_worker_keeps_dying_fails_with_a_clear_error(
@@ -112,7 +102,7 @@ def test_a_job_whose_worker_keeps_dying_fails_with_a_clear_error(
     assert done["error"].startswith("the worker running this job stopped responding 2 times")
     assert done["error"].endswith("giving up")
     assert done["finished_at"] and done["attempts"] == 2
-    assert job_folder(stack, job_id) == ["upload.zip"]
+    assert stack.job_folder(job_id) == ["upload.zip"]
     # A worker started now finds nothing to do: the message the sweeper may still have in
     # the queue is for a finished job.
     stack.start_worker()
