@@ -45,6 +45,8 @@ class SmallCNN(nn.Module):
         return self.out(self._dropout(F.relu(self.hidden(h))))
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:  # PyTorch's default generator: exactly nn.Dropout
+            return F.dropout(h, DROPOUT, self.training)
         if not self.training:
             return h
         keep = torch.rand(h.shape, device=h.device, generator=self.generator) >= DROPOUT

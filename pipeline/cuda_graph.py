@@ -176,9 +176,12 @@ def job_lane(device: torch.device) -> Iterator[None]:
             yield
     finally:
         _current.lane = None
-        lane.main.synchronize()  # nothing of this job may still run when the next one gets it
-        with _lanes_lock:
-            _free_lanes[key].append(lane)
+        try:  # nothing of this job may still run (a step that raised, say) when the next gets it
+            for stream in [lane.main, *lane.side]:
+                stream.synchronize()
+        finally:
+            with _lanes_lock:
+                _free_lanes[key].append(lane)
 
 
 def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cuda.Stream]:
@@ -230,11 +233,16 @@ def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGr
     if generator is not None:  # replays advance the lane's generator, as eager steps would
         graph.register_generator_state(generator)
     # thread_local: another thread of the worker process touching CUDA meanwhile (a progress
-    # reporter, another job) does not invalidate this capture. The capture runs on this lane's
-    # side stream: torch.cuda.graph's default capture stream is one for the whole process,
-    # which two jobs capturing at once would share. One capture at a time per process: every
-    # capture also claims the default generator's graph state (PyTorch registers it with each
-    # graph). A capture records kernels without running them, so the wait is milliseconds.
-    with _capture_lock, torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
-        step()
+    # reporter, another job) does not invalidate this capture. One capture at a time per
+    # process, as PyTorch documents for graphs; a capture records kernels without running them.
+    # capture_begin/end on this lane's side stream, not the torch.cuda.graph context: that one
+    # synchronises the whole device and empties the caching allocator before every capture,
+    # which in a worker running several jobs would stall every other job's GPU work at each
+    # capture and make them all allocate afresh.
+    with _capture_lock, torch.cuda.stream(side):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            step()
+        finally:
+            graph.capture_end()
     return graph

@@ -353,8 +353,9 @@ def split_members(st: GanState, iterations: int, engine: str) -> list[GanState]:
     members = []
     for m in range(st.real.shape[0]):
         with seeded_init(m):  # overwritten below; the lock keeps other jobs' inits intact
-            g = Generator(1, st.latent, c, s, width=st.g.width).to(dev)
-            d = Discriminator(1, c, s, width=st.d.width).to(dev)
+            g = Generator(1, st.latent, c, s, width=st.g.width)
+            d = Discriminator(1, c, s, width=st.d.width)
+        g, d = g.to(dev), d.to(dev)
         copy_member_(g, 0, st.g, m)
         copy_member_(d, 0, st.d, m)
         members.append(

@@ -9,6 +9,7 @@ steps wait to be launched. In a pool of processes it overlaps with them instead.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,7 +32,11 @@ class OutputPool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_ignore_stop_signals,
+        )
 
     def warm_up(self) -> None:
         """Start every process and import the writers there (matplotlib takes a second)."""
@@ -53,26 +58,44 @@ class OutputPool:
         drawn side by side in several processes first (a seed-sized job's five charts took
         about a second one after the other), then the files. Returns the timings it added
         to its copy of the report, and adds them to `report` here too."""
+        files = (out_dir, report, source_zip, ds, synthetic, quality, spent_s, limits)
+        try:
+            added = self._write_once(*files)
+        except BrokenProcessPool:  # a writer died (OOM kill): once more, on new writers
+            try:
+                added = self._write_once(*files)
+            except BrokenProcessPool as exc:
+                raise RuntimeError("the process writing this job's output files died") from exc
+        report.setdefault("timings", {}).update(added)
+        return added
+
+    def _write_once(self, *files: Any) -> dict[str, float]:
         from pipeline.html_report import CHARTS, chart_tasks
 
+        report, quality = files[1], files[5]
         with self._lock:
             pool = self._pool
         try:
             tasks = chart_tasks(report, quality)
             drawing = [(name, pool.submit(draw, arg)) for name, draw, arg in tasks]
             charts = dict.fromkeys(CHARTS) | {name: f.result() for name, f in drawing}
-            files = (out_dir, report, source_zip, ds, synthetic, quality, spent_s, limits, charts)
-            added = pool.submit(_write, *files).result()
-        except BrokenProcessPool as exc:  # a writer died (OOM kill): next jobs get new ones
+            return pool.submit(_write, *files, charts).result()
+        except BrokenProcessPool:
             with self._lock:
-                if self._pool is pool:
+                if self._pool is pool:  # the first thread to notice starts new writers
                     self._pool = self._start()
-            raise RuntimeError("the process writing this job's output files died") from exc
-        report.setdefault("timings", {}).update(added)
-        return added
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_stop_signals() -> None:
+    """Ctrl-C or a TERM to the worker's process group must not kill the writers: a warm
+    shutdown lets running jobs finish, their files included. Writers end when the worker does
+    (their pipe closes)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _import_writers() -> None:

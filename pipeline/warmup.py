@@ -40,9 +40,9 @@ def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = No
         with ThreadPoolExecutor(jobs + 1) as threads:
             writers = threads.submit(outputs.warm_up) if outputs is not None else None
             # One job alone first: every library PyTorch loads on first use loads now, in
-            # one thread; then the others side by side, each making its lane.
+            # one thread; then one per job slot side by side, each making its lane.
             run_pipeline(dataset, Path(tmp) / "out", config)
-            out = [Path(tmp) / f"out{i}" for i in range(1, jobs)]
+            out = [Path(tmp) / f"out{i}" for i in range(jobs if jobs > 1 else 0)]
             runs = [threads.submit(run_pipeline, dataset, o, config, outputs=outputs) for o in out]
             for future in [*runs, *([writers] if writers else [])]:
                 future.result()

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_sessionmaker
@@ -55,8 +60,11 @@ def _sessions(url: str) -> sessionmaker[Session]:
     return make_sessionmaker(make_engine(url))
 
 
-# Writer processes for jobs' output files, where one process runs several jobs at once.
+# Writer processes for jobs' output files, where one process runs several jobs at once. At
+# most MAX_WRITERS per worker process (a host runs one per GPU): a job's files and charts take
+# about a second of CPU, so 4 keep up with far more jobs an hour than a GPU finishes.
 _outputs: OutputPool | None = None
+MAX_WRITERS = 4
 
 
 @worker_process_init.connect
@@ -74,6 +82,12 @@ def _warm_up_thread_worker(sender: object, **_: object) -> None:
         _start_job_process(jobs=int(getattr(sender, "concurrency", 1) or 1))
 
 
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the CPUs this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _start_job_process(jobs: int) -> None:
     global _outputs
     settings = get_settings()
@@ -82,7 +96,7 @@ def _start_job_process(jobs: int) -> None:
     if jobs > 1:
         from pipeline.output_pool import OutputPool
 
-        _outputs = OutputPool(min(jobs, os.cpu_count() or 1))
+        _outputs = OutputPool(min(jobs, MAX_WRITERS, _usable_cpus()))
     if settings.warm_up:
         start_warm_up(jobs, _outputs)
     else:
@@ -92,6 +106,12 @@ def _start_job_process(jobs: int) -> None:
 @worker_process_shutdown.connect
 def _forget_task_process(**_: object) -> None:
     observability.process_exiting()
+
+
+@worker_shutdown.connect
+def _stop_writers(**_: object) -> None:
+    if _outputs is not None:
+        _outputs.close()
 
 
 @app.task(name=TASK_NAME)
