@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import format_table, load_digits  # noqa: E402
+from bench.common import format_table, load_digits, parse_set  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
 from pipeline.output_pool import OutputPool  # noqa: E402
@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    options = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    options = dict(parse_set(item) for item in args.set)
     x, y = load_digits()
     pool = OutputPool(args.writers)
     pool.warm_up()
@@ -126,15 +126,6 @@ def measure(
 
 def _mean_sd(v: list[float]) -> str:
     return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
-
-
-def _value(text: str) -> int | float | str:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 if __name__ == "__main__":

@@ -42,7 +42,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import format_table, load_digits, load_photo_tiles, load_sklearn_digits  # noqa: E402
+from bench.common import (  # noqa: E402
+    format_table,
+    load_digits,
+    load_photo_tiles,
+    load_sklearn_digits,
+    parse_set,
+)
 from pipeline.augment import POLICIES  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
@@ -140,15 +146,13 @@ def config_options(args: argparse.Namespace, ap: argparse.ArgumentParser) -> dic
         extra.append(f"generator={args.generator}")
     known = {f.name for f in fields(RunConfig)}
     for item in extra:
-        key, sep, raw = item.partition("=")
-        if not sep:
+        try:
+            key, value = parse_set(item)
+        except ValueError:
             ap.error(f"--set wants KEY=VALUE, got {item!r}")
         if key not in known:
             ap.error(f"RunConfig has no option {key!r} on this commit")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
+        options[key] = value
     try:
         RunConfig.from_dict({**options, "device": args.device})
     except (ValueError, TypeError) as exc:

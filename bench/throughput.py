@@ -53,7 +53,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import format_table, load_digits  # noqa: E402
+from bench.common import format_table, load_digits, parse_set  # noqa: E402
 from bench.stack import (  # noqa: E402
     EmbeddedStack,
     GpuMemory,
@@ -89,18 +89,6 @@ def parse_phases(text: str) -> list[Phase]:
         else:
             raise ValueError(f"phase {part!r}: give 'first' or a number of jobs (>= 1)")
     return phases
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """'gan_iterations=50' -> ('gan_iterations', 50): the value as JSON, else as a string."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set {item!r}: give KEY=VALUE")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

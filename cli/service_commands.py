@@ -262,24 +262,24 @@ def worker_command(args: argparse.Namespace) -> int:
         jobs = settings.gpu_jobs or DEFAULT_GPU_JOBS  # each child has a GPU by construction
         return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel, jobs)
     if args.concurrency is not None:  # N prefork processes, one job each
-        argv = worker_argv(queues, 1, args.loglevel)
-        argv[argv.index("--concurrency=1")] = f"--concurrency={args.concurrency}"
+        argv = worker_argv(queues, 1, args.loglevel, processes=args.concurrency)
     else:
         argv = worker_argv(queues, jobs_at_once(settings.gpu_jobs), args.loglevel)
     app.worker_main(argv)
     return 0
 
 
-def worker_argv(queues: str, jobs: int, loglevel: str) -> list[str]:
+def worker_argv(queues: str, jobs: int, loglevel: str, processes: int = 1) -> list[str]:
     """Celery worker arguments for one process running `jobs` jobs at once (worker/pool.py:
-    threads sharing the GPU for several, a forked child, which alone touches CUDA, for one).
+    threads sharing the GPU for several; for one, `processes` forked children, which alone
+    touch CUDA).
     No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they only
     slow the start."""
     return [
         "worker",
         f"--queues={queues}",
         f"--loglevel={loglevel}",
-        *pool_argv(jobs),
+        *pool_argv(jobs, processes),
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

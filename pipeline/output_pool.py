@@ -60,19 +60,20 @@ class OutputPool:
         to its copy of the report, and adds them to `report` here too."""
         files = (out_dir, report, source_zip, ds, synthetic, quality, spent_s, limits)
         try:
-            added = self._write_once(*files)
+            added = self._write_once(files, report, quality)
         except BrokenProcessPool:  # a writer died (OOM kill): once more, on new writers
             try:
-                added = self._write_once(*files)
+                added = self._write_once(files, report, quality)
             except BrokenProcessPool as exc:
                 raise RuntimeError("the process writing this job's output files died") from exc
         report.setdefault("timings", {}).update(added)
         return added
 
-    def _write_once(self, *files: Any) -> dict[str, float]:
+    def _write_once(
+        self, files: tuple, report: dict, quality: QualityResult | None
+    ) -> dict[str, float]:
         from pipeline.html_report import CHARTS, chart_tasks
 
-        report, quality = files[1], files[5]
         with self._lock:
             pool = self._pool
         try:

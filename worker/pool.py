@@ -31,9 +31,9 @@ def gpu_visible() -> bool:
     return torch.cuda.is_available()
 
 
-def pool_argv(jobs: int) -> list[str]:
+def pool_argv(jobs: int, processes: int = 1) -> list[str]:
     """Celery pool options: threads for several jobs at once (no fork: the process itself
-    holds CUDA), prefork for one (a forked child per job process, the CPU default)."""
+    holds CUDA), else prefork: `processes` forked children, one job each (the CPU default)."""
     if jobs > 1:
         return ["--pool=threads", f"--concurrency={jobs}"]
-    return ["--pool=prefork", "--concurrency=1"]
+    return ["--pool=prefork", f"--concurrency={processes}"]
