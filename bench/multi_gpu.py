@@ -185,7 +185,9 @@ class Host:
         broker = args.redis or f"sqla+sqlite:///{self.root / 'broker.db'}"
         (self.root / "s3" / BUCKET).mkdir(parents=True)
         port = free_port()
+        # Beside the interpreter in a venv; on PATH where the wheel went elsewhere (pip --target).
         rclone = Path(sys.executable).parent / "rclone"
+        rclone = rclone if rclone.exists() else Path(shutil.which("rclone") or rclone)
         self.s3 = self.spawn(
             [str(rclone), "serve", "s3", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
              "--addr", f"127.0.0.1:{port}", "--config", "/dev/null", str(self.root / "s3")],
