@@ -98,7 +98,7 @@ def run_steps(
             # Wait for the replays queued so far, so the progress reported is work done and
             # a cancellation takes effect within `every` iterations. One wait per `every`
             # steps; the GPU idles only while the next replay is launched (microseconds).
-            stream.synchronize()
+            wait_for(stream)
             report(i + 1)
 
 
@@ -178,10 +178,27 @@ def job_lane(device: torch.device) -> Iterator[None]:
         _current.lane = None
         try:  # nothing of this job may still run (a step that raised, say) when the next gets it
             for stream in [lane.main, *lane.side]:
-                stream.synchronize()
+                wait_for(stream)
         finally:
             with _lanes_lock:
                 _free_lanes[key].append(lane)
+
+
+# How a job's thread waits for its GPU work: True = asleep on a blocking-sync event; False =
+# Stream.synchronize, which spins a CPU core for the whole wait (with 8 jobs at once on an
+# H200 the worker process burnt about 7 cores, mostly spinning; bench/concurrency.py
+# --spin-waits measures the difference).
+BLOCKING_WAITS = True
+
+
+def wait_for(stream: torch.cuda.Stream) -> None:
+    """Return once `stream` has run everything queued on it so far."""
+    if not BLOCKING_WAITS:
+        stream.synchronize()
+        return
+    done = torch.cuda.Event(blocking=True)
+    done.record(stream)
+    done.synchronize()
 
 
 def side_streams(device: torch.device, n: int, first: int = 0) -> list[torch.cuda.Stream]:

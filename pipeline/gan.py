@@ -20,6 +20,7 @@ from pipeline.cuda_graph import (
     resolve_engine,
     run_steps,
     training_generator,
+    wait_for,
 )
 from pipeline.seeding import seeded_init
 from pipeline.stacked import (
@@ -311,7 +312,7 @@ def train_class_gans(
         run_steps(lambda: gan_step(st), iterations, engine, dev, on_step, step_every)
         history = st.history
     if dev.type == "cuda":  # this job's stream only: other jobs may share the GPU
-        torch.cuda.current_stream(dev).synchronize()
+        wait_for(torch.cuda.current_stream(dev))
     seconds = time.perf_counter() - start
     loss_every = max(1, iterations // 200)
     hist = history[::loss_every].cpu()  # [ceil(iterations / loss_every), 2, K]

@@ -270,3 +270,19 @@ def test_graph_progress_and_cancel():
     with pytest.raises(KeyboardInterrupt):
         run_steps(lambda: gan_step(st), 100, "graph", torch.device("cuda"), progress, 20)
     assert seen == [20, 40, 60] and int(st.it) == 60 > WARMUP_STEPS
+
+
+@cuda
+@pytest.mark.parametrize("blocking", [True, False])
+def test_wait_for_returns_after_the_queued_work(monkeypatch, blocking):
+    from pipeline import cuda_graph
+
+    monkeypatch.setattr(cuda_graph, "BLOCKING_WAITS", blocking)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU work on that stream
+        queued = torch.cuda.Event()
+        queued.record(stream)
+    assert not queued.query()
+    cuda_graph.wait_for(stream)
+    assert queued.query()
