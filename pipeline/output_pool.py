@@ -85,10 +85,27 @@ class OutputPool:
             with self._lock:
                 if self._pool is pool:  # the first thread to notice starts new writers
                     self._pool = self._start()
+                    _discard(pool)
             raise
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pool = self._pool
+        if getattr(pool, "_broken", False):  # a writer died since the last job: see _discard
+            _discard(pool)
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """End a broken pool's surviving writers. Its manager thread stops them with SIGTERM, which
+    writers ignore, and then waits for them: without a SIGKILL here that thread (and the
+    worker's exit, which joins it) would wait for ever."""
+    processes = getattr(pool, "_processes", None) or {}  # CPython's pid -> Process map
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _ignore_stop_signals() -> None:

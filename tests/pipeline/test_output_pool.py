@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -59,12 +60,26 @@ def test_pool_writes_the_same_files_as_the_job_thread(pool, job, tmp_path):
 
 def test_a_dead_writer_costs_its_job_nothing_and_is_replaced(pool, job, tmp_path):
     rest, _ = job
+    pool.warm_up()
     before = pool._pool
-    before.submit(os._exit, 1)  # a writer process dies (as under an OOM kill)
+    old_writers = list(before._processes.values())
+    assert len(old_writers) == 2
+    # One writer busy with a result bigger than a pipe's buffer (as a chart is) while the other
+    # dies (as under an OOM kill): once the pool is broken nobody reads that result, so the
+    # busy writer blocks on sending it.
+    before.submit(subprocess.check_output, ["sh", "-c", "sleep 1; head -c 1000000 /dev/zero"])
+    time.sleep(0.3)
+    before.submit(os._exit, 1)
     for i in range(3):  # the death is noticed by the next calls; each is written once more
         pool.write(tmp_path / f"job{i}", *rest)
         assert (tmp_path / f"job{i}" / "report.json").exists()
     assert pool._pool is not before, "new writers were started"
+    # The broken pool's other writer ignores SIGTERM; left alive, the pool's manager thread
+    # (and so the worker's exit) would wait for it for ever.
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in old_writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in old_writers), "the broken pool's writers were ended"
 
 
 def test_writers_outlive_a_ctrl_c_to_the_process_group(pool, job, tmp_path):
@@ -111,3 +126,24 @@ def test_job_lane_and_training_generator_are_inert_off_cuda():
     with job_lane(torch.device("cpu")):
         assert training_generator(torch.device("cpu")) is None
     assert training_generator(torch.device("cpu")) is None
+
+
+def test_close_ends_a_pool_broken_since_the_last_job():
+    """A writer that died after the last job must not make the worker's exit wait for ever."""
+    pool = OutputPool(2)
+    pool.warm_up()
+    writers = list(pool._pool._processes.values())
+    pool._pool.submit(subprocess.check_output, ["sh", "-c", "sleep 1; head -c 1000000 /dev/zero"])
+    time.sleep(0.3)
+    pool._pool.submit(os._exit, 1)
+    deadline = time.monotonic() + 10
+    while not getattr(pool._pool, "_broken", False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    closing = threading.Thread(target=pool.close, daemon=True)
+    closing.start()
+    closing.join(timeout=15)
+    assert not closing.is_alive(), "close() returned"
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in writers)
