@@ -28,7 +28,8 @@ resource); failed jobs with their errors; GPU memory.used from nvidia-smi every 
 (baseline = the first sample, at the phase's start; peak); the minority class's (digit 1)
 accuracy (recall) of the gan and oversample methods, mean ± sd over the phase's jobs, from
 each job's report.json (methods.<method>.per_class.<class>.accuracy). --out gets every job's
-figures and the summaries (rewritten after each phase); a markdown table is printed last.
+figures and the summaries (rewritten after each phase), with the mean seconds per stage of
+the jobs' report timings (stage_s); a markdown table is printed last.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ def summarize_phase(
         else None,
         "gpu_memory_mib": memory,
         "minority_accuracy": accuracy,
+        "stage_s": stage_means(done),
         "errors": [
             {"id": j["id"], "seed": j["seed"], "status": j["status"], "error": j["error"]}
             for j in jobs
@@ -227,6 +229,16 @@ def summarize_phase(
         ],
         "job_rows": [job_json(j) for j in jobs],
     }
+
+
+def stage_means(jobs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds per stage of the report's timings (loading_seconds, gan_seconds, ...)
+    over the jobs that have them: where a job's time went, at that phase's load."""
+    per_stage: dict[str, list[float]] = {}
+    for job in jobs:
+        for stage, seconds in (job.get("timings") or {}).items():
+            per_stage.setdefault(stage, []).append(seconds)
+    return {stage: round(statistics.fmean(v), 3) for stage, v in per_stage.items()}
 
 
 def job_json(job: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +405,7 @@ class Bench:
             "minority_accuracy": None,
             "device": None,
             "pipeline_s": None,
+            "timings": None,
         }
         if job["status"] == "succeeded":
             resp = self.client.get(f"/v1/jobs/{job['id']}/report")
@@ -402,6 +415,7 @@ class Bench:
                 row["minority_accuracy"] = minority_accuracy(report)
                 row["device"] = (report.get("environment") or {}).get("device")
                 row["pipeline_s"] = (report.get("timings") or {}).get("total_seconds")
+                row["timings"] = report.get("timings")
         return row
 
     def run_phase(self, phase: Phase, data: bytes, seeds: list[int]) -> dict[str, Any]:

@@ -166,6 +166,14 @@ def test_summary_spans_first_claim_to_last_success() -> None:
     json.dumps(s)  # every figure is plain JSON
 
 
+def test_stage_means_over_the_jobs_with_timings() -> None:
+    jobs = [job(0, 0, 10), job(1, 0, 20), job(2, 0, 30)]
+    jobs[0]["timings"] = {"gan_seconds": 2.0, "loading_seconds": 0.5}
+    jobs[1]["timings"] = {"gan_seconds": 3.0}
+    s = summarize_phase("3", jobs, None)
+    assert s["stage_s"] == {"gan_seconds": 2.5, "loading_seconds": 0.5}
+
+
 def test_first_phase_counts_from_the_worker_start() -> None:
     s = summarize_phase("first", [job(0, 30, 5)], None, worker_started_at=T0 + timedelta(seconds=2))
     assert s["worker_start_to_success_s"] == 33.0 and s["wall_s"]["max"] == 5.0
