@@ -97,7 +97,8 @@ def run_steps(
         if on_step is not None and (i + 1) % every == 0:
             # Wait for the replays queued so far, so the progress reported is work done and
             # a cancellation takes effect within `every` iterations. One wait per `every`
-            # steps; the GPU idles only while the next replay is launched (microseconds).
+            # steps; this job's GPU queue idles only while its thread wakes and launches the
+            # next replay (other jobs' work fills the GPU meanwhile).
             wait_for(stream)
             report(i + 1)
 
