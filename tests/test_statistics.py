@@ -66,6 +66,21 @@ def test_wilson_interval_matches_the_textbook_value():
     assert (lo, hi) == (pytest.approx(0.4038, abs=1e-4), pytest.approx(0.5962, abs=1e-4))
 
 
+@pytest.mark.parametrize("level", [0.8, 0.9, 0.95, 0.99])
+def test_wilson_interval_uses_the_normal_quantile_of_its_level(level):
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + level / 2)
+    p, n = 0.3, 50
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = wilson_interval(np.array(p), np.array(n), level)
+    assert (lo, hi) == (
+        pytest.approx(centre - half, abs=1e-12),
+        pytest.approx(centre + half, abs=1e-12),
+    )
+
+
 def test_a_class_with_every_image_right_still_gets_an_interval_below_one():
     y = np.repeat([0, 1], 200)
     preds = np.where(y == 0, 0, np.where(np.arange(400) % 5 == 0, 0, 1))  # class 0 all right
