@@ -166,11 +166,7 @@ def job_lane(device: torch.device) -> Iterator[None]:
         if key not in _free_lanes:  # the first job on this device in this process
             _load_lazy_libraries(torch.device(*key))
         free = _free_lanes.setdefault(key, [])
-        if free:
-            lane = free.pop()
-        else:
-            dev = torch.device(*key)
-            lane = Lane(torch.cuda.Stream(dev), torch.Generator(dev))
+        lane = free.pop() if free else _new_lane(torch.device(*key))
     _current.lane = lane
     try:
         with torch.cuda.stream(lane.main):
@@ -183,6 +179,30 @@ def job_lane(device: torch.device) -> Iterator[None]:
         finally:
             with _lanes_lock:
                 _free_lanes[key].append(lane)
+
+
+def make_lanes(device: torch.device, n: int) -> None:
+    """Have at least n idle lanes on `device` (a worker's job slots), each with the cuBLAS
+    workspace of its main stream already allocated, so jobs that start together find theirs
+    ready. A no-op off CUDA."""
+    if device.type != "cuda":
+        return
+    key = _device_key(device)
+    dev = torch.device(*key)
+    with _lanes_lock:
+        if key not in _free_lanes:
+            _load_lazy_libraries(dev)
+        free = _free_lanes.setdefault(key, [])
+        while len(free) < n:
+            free.append(_new_lane(dev))
+        for lane in free:
+            with torch.cuda.stream(lane.main):
+                torch.ones(8, 8, device=dev) @ torch.ones(8, 8, device=dev)
+            wait_for(lane.main)
+
+
+def _new_lane(device: torch.device) -> Lane:
+    return Lane(torch.cuda.Stream(device), torch.Generator(device))
 
 
 # How a job's thread waits for its GPU work: True = asleep on a blocking-sync event; False =

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import RunConfig
+from pipeline.cuda_graph import make_lanes
 from pipeline.output_pool import OutputPool
 from pipeline.run import pick_device, run_pipeline
 
@@ -26,26 +27,27 @@ from pipeline.run import pick_device, run_pipeline
 def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = None) -> float:
     """Run the tiny job on CUDA and return its seconds; 0.0 (and nothing done) on a CPU.
 
-    jobs > 1: that many at once, in threads, as a worker running several jobs does: each
-    job's stream lane (pipeline/cuda_graph.py) and its cuBLAS workspace are made now, and
-    `outputs` starts its writer processes meanwhile.
+    jobs: the worker's job slots; a stream lane (pipeline/cuda_graph.py) is made for each,
+    and `outputs` starts its writer processes meanwhile.
     """
-    if pick_device(device).type != "cuda":
+    dev = pick_device(device)
+    if dev.type != "cuda":
         return 0.0
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="balancer-warmup-") as tmp:
         dataset = Path(tmp) / "warmup.zip"
         _write_noise_dataset(dataset)
         config = RunConfig(preset="standard", device="cuda", gan_iterations=20, epochs=1)
-        with ThreadPoolExecutor(jobs + 1) as threads:
+        with ThreadPoolExecutor(1) as threads:
             writers = threads.submit(outputs.warm_up) if outputs is not None else None
-            # One job alone first: every library PyTorch loads on first use loads now, in
-            # one thread; then one per job slot side by side, each making its lane.
+            # One job, alone: every library PyTorch loads on first use loads now, in one
+            # thread. Not one job per slot side by side as well: that took 5 s more of a
+            # fresh worker's start on an H200 (docs/benchmarks.md), and making the slots'
+            # lanes is all it did that the first real jobs would not do as fast themselves.
             run_pipeline(dataset, Path(tmp) / "out", config)
-            out = [Path(tmp) / f"out{i}" for i in range(jobs if jobs > 1 else 0)]
-            runs = [threads.submit(run_pipeline, dataset, o, config, outputs=outputs) for o in out]
-            for future in [*runs, *([writers] if writers else [])]:
-                future.result()
+            make_lanes(dev, jobs)
+            if writers is not None:
+                writers.result()
     return time.perf_counter() - start
 
 

@@ -286,3 +286,38 @@ def test_wait_for_returns_after_the_queued_work(monkeypatch, blocking):
     assert not queued.query()
     cuda_graph.wait_for(stream)
     assert queued.query()
+
+
+def test_make_lanes_is_a_no_op_off_cuda():
+    from pipeline import cuda_graph
+
+    cuda_graph.make_lanes(torch.device("cpu"), 4)
+    assert ("cpu", 0) not in cuda_graph._free_lanes
+
+
+@cuda
+def test_made_lanes_are_the_ones_jobs_get():
+    import threading
+
+    from pipeline import cuda_graph
+
+    dev = torch.device("cuda")
+    cuda_graph.make_lanes(dev, 3)
+    made = {id(lane) for lane in cuda_graph._free_lanes[cuda_graph._device_key(dev)]}
+    assert len(made) >= 3
+    got, inside, release = [], threading.Barrier(4), threading.Event()
+
+    def job() -> None:
+        with cuda_graph.job_lane(dev):
+            got.append(id(cuda_graph._current.lane))
+            inside.wait()
+            release.wait()
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    inside.wait()  # three jobs hold a lane at once
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 3 and set(got) <= made

@@ -36,5 +36,9 @@ def test_a_failing_warm_up_still_releases_jobs(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_warm_up_runs_a_job_on_cuda():
-    assert warm_up() > 0.0
+def test_warm_up_runs_a_job_on_cuda_and_makes_a_lane_per_slot():
+    from pipeline import cuda_graph
+
+    assert warm_up(jobs=3) > 0.0
+    key = cuda_graph._device_key(torch.device("cuda"))
+    assert len(cuda_graph._free_lanes[key]) >= 3
