@@ -118,7 +118,8 @@ def verdict(lo: float, hi: float, test_count: int) -> tuple[str, str | None]:
 
 def _z(level: float) -> float:
     # The standard library's normal quantile (same value as scipy.stats.norm.ppf): importing
-    # scipy.stats for this one number cost a fresh worker's first job about 1.5 s.
+    # scipy.stats for this one number took 2.6 s of a fresh worker's warm-up under cProfile
+    # on an H200 (docs/results/warmup_profile_2026-11-29_h200.log).
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 

@@ -41,9 +41,10 @@ def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = No
         with ThreadPoolExecutor(1) as threads:
             writers = threads.submit(outputs.warm_up) if outputs is not None else None
             # One job, alone: every library PyTorch loads on first use loads now, in one
-            # thread. Not one job per slot side by side as well: that took 5 s more of a
-            # fresh worker's start on an H200 (docs/benchmarks.md), and making the slots'
-            # lanes is all it did that the first real jobs would not do as fast themselves.
+            # thread. Not one job per slot side by side as well: making the slots' lanes was
+            # all that did which the first real jobs would not do as fast themselves, and
+            # without it (and scipy's import) the warm-up took 8.6 s instead of 14.0 on an
+            # H200 (docs/benchmarks.md, "Warm-up").
             run_pipeline(dataset, Path(tmp) / "out", config)
             make_lanes(dev, jobs)
             if writers is not None:
