@@ -44,7 +44,7 @@ def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = No
             # thread. Not one job per slot side by side as well: making the slots' lanes was
             # all that did which the first real jobs would not do as fast themselves, and
             # without it (and scipy's import) the warm-up took 8.6 s instead of 14.0 on an
-            # H200 (docs/benchmarks.md, "Warm-up").
+            # H200 (docs/benchmarks.md, "Third re-run").
             run_pipeline(dataset, Path(tmp) / "out", config)
             make_lanes(dev, jobs)
             if writers is not None:
