@@ -163,9 +163,7 @@ def job_lane(device: torch.device) -> Iterator[None]:
         return
     key = _device_key(device)
     with _lanes_lock:
-        if key not in _free_lanes:  # the first job on this device in this process
-            _load_lazy_libraries(torch.device(*key))
-        free = _free_lanes.setdefault(key, [])
+        free = _free_list(key)
         lane = free.pop() if free else _new_lane(torch.device(*key))
     _current.lane = lane
     try:
@@ -190,15 +188,20 @@ def make_lanes(device: torch.device, n: int) -> None:
     key = _device_key(device)
     dev = torch.device(*key)
     with _lanes_lock:
-        if key not in _free_lanes:
-            _load_lazy_libraries(dev)
-        free = _free_lanes.setdefault(key, [])
+        free = _free_list(key)
         while len(free) < n:
             free.append(_new_lane(dev))
         for lane in free:
             with torch.cuda.stream(lane.main):
                 torch.ones(8, 8, device=dev) @ torch.ones(8, 8, device=dev)
             wait_for(lane.main)
+
+
+def _free_list(key: tuple[str, int]) -> list[Lane]:
+    """The idle lanes of a device; call with _lanes_lock held."""
+    if key not in _free_lanes:  # the first lane on this device in this process
+        _load_lazy_libraries(torch.device(*key))
+    return _free_lanes.setdefault(key, [])
 
 
 def _new_lane(device: torch.device) -> Lane:
