@@ -58,6 +58,10 @@ class GANOverSampler(BaseOverSampler):
     generator : str, default='auto'
         Which generator makes the images, one of RunConfig's generator choices
         ('auto', 'per-class', and 'transfer' where the pipeline has it).
+    synthetic_share : 'auto' or float in [0, 1], default='auto'
+        Share of each class's new samples that are generated; the rest are real samples
+        repeated (0 = random oversampling). 'auto': the share the pipeline's proxy test
+        supports on these data (0 where no generator beat oversampling there).
     gan_iterations : int or None, default=None
         Generator updates; None = the preset's.
     preset : {'auto', 'quick', 'standard'}, default='auto'
@@ -90,6 +94,7 @@ class GANOverSampler(BaseOverSampler):
         **BaseOverSampler._parameter_constraints,
         "generator": _generator_constraint(),
         "gan_iterations": [Interval(numbers.Integral, 1, 1_000_000, closed="both"), None],
+        "synthetic_share": [StrOptions({"auto"}), Interval(numbers.Real, 0, 1, closed="both")],
         "preset": [StrOptions({"auto", *PRESETS})],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
         "image_shape": [tuple, list, None],
@@ -101,6 +106,7 @@ class GANOverSampler(BaseOverSampler):
         *,
         sampling_strategy="auto",
         generator: str = "auto",
+        synthetic_share: str | float = "auto",
         gan_iterations: int | None = None,
         preset: str = "auto",
         device: str = "auto",
@@ -110,6 +116,7 @@ class GANOverSampler(BaseOverSampler):
     ) -> None:
         super().__init__(sampling_strategy=sampling_strategy)
         self.generator = generator
+        self.synthetic_share = synthetic_share
         self.gan_iterations = gan_iterations
         self.preset = preset
         self.device = device
@@ -151,8 +158,14 @@ class GANOverSampler(BaseOverSampler):
         )
         # The GAN seeds torch's global generator; keep the caller's random stream as it was.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            synthetic, self.gan_info_ = synthesize(ds, need, cfg, device, _no_progress)
-        new_X = [arrays.from_pixels(synthetic[k]) for k in need]
+            balanced = synthesize(ds, need, cfg, device, _no_progress)
+        self.gan_info_ = balanced.info
+        # Per class: the generated samples, then the real samples repeated for the rest.
+        new_X = [
+            part
+            for k in need
+            for part in (arrays.from_pixels(balanced.synthetic[k]), X[balanced.copies[k]])
+        ]
         new_y = [np.full(n, classes[k], dtype=y.dtype) for k, n in need.items()]
         return np.concatenate([X, *new_X]), np.concatenate([y, *new_y])
 
@@ -162,8 +175,12 @@ class GANOverSampler(BaseOverSampler):
         if preset == "auto":
             preset = "standard" if device.type == "cuda" else "quick"
         options = {}
-        if "generator" in {f.name for f in fields(RunConfig)}:
+        known = {f.name for f in fields(RunConfig)}
+        if "generator" in known:
             options["generator"] = self.generator
+        if "synthetic_share" in known:
+            share = self.synthetic_share
+            options["synthetic_share"] = share if share == "auto" else float(share)
         seed = self.random_state
         if not isinstance(seed, numbers.Integral):
             seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.augment import POLICIES
-from pipeline.config import PRESETS, RunConfig
+from pipeline.config import GENERATORS, PRESETS, RunConfig
 from pipeline.errors import DatasetError
 
 
@@ -49,10 +49,18 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share without test/")
     p.add_argument(
         "--generator",
-        choices=["auto", "per-class", "transfer"],
+        choices=list(GENERATORS),
         default="auto",
         help="per-class: a GAN per minority class; transfer: variation learned from all classes;"
-        " auto: transfer for classes under 10 images (default)",
+        " translation: big-class images translated into the class (M2m); auto: the one a proxy"
+        " test on this dataset's big classes supports (default)",
+    )
+    p.add_argument(
+        "--synthetic-share",
+        type=_share,
+        default="auto",
+        help="share of each minority class's missing images that are generated, 0..1 (the rest"
+        " are repeated real images; 0 = plain oversampling); auto: what the proxy test supports",
     )
     p.add_argument(
         "--classifier-augment",
@@ -81,8 +89,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         image_size=args.image_size,
         test_fraction=args.test_fraction,
         generator=args.generator,
+        synthetic_share=args.synthetic_share,
         classifier_augment=args.classifier_augment,
     ).validated()
+
+
+def _share(text: str) -> str | float:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"auto or a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"auto or a number from 0 to 1, got {text!r}")
+    return value
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from torch import nn
 from pipeline.augment import Augmentation, augment
 from pipeline.cuda_graph import make_adam, resolve_engine, run_steps, training_generator
 from pipeline.seeding import seeded_init
-from pipeline.stacked import StackedLinear, flatten_members, to_channels
+from pipeline.stacked import StackedLinear, copy_member_, flatten_members, to_channels
 
 DROPOUT = 0.3  # share of hidden units dropped per training step
 
@@ -27,6 +27,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         m = members
         self.members = m
+        self.dims = (channels, size, num_classes)  # per member, for single_member
         self.features = nn.Sequential(
             nn.Conv2d(m * channels, m * 16, 3, padding=1, groups=m),
             nn.ReLU(True),
@@ -56,6 +57,16 @@ class SmallCNN(nn.Module):
         """The 64-d features before the last layer: [M, B, 64] (eval mode expected)."""
         h = flatten_members(self.features(to_channels(x)), self.members)
         return F.relu(self.hidden(h))
+
+
+def single_member(model: SmallCNN, member: int) -> SmallCNN:
+    """Member `member` of a stacked SmallCNN as a network of its own (eval mode, same device).
+
+    Scoring or translating images with one member of a stack of W would otherwise cost W
+    forward passes."""
+    one = SmallCNN(1, *model.dims).to(next(model.parameters()).device)
+    copy_member_(one, 0, model, member)
+    return one.eval()
 
 
 def init_members_alike_(model: SmallCNN, group_of: list[int]) -> None:

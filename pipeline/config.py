@@ -9,6 +9,7 @@ Preset = Literal["quick", "standard"]
 
 # Classifier augmentation policies (pipeline/augment.py does the transforms).
 POLICIES = ("auto", "none", "affine", "affine+flip")
+GENERATORS = ("auto", "per-class", "transfer", "translation")
 AUTO_POLICY = "affine"
 
 
@@ -32,6 +33,7 @@ PRESETS: dict[str, dict[str, int | float]] = {
         "seeds": 1,
         "transfer_pairs": 256,
         "transfer_steps": 100,
+        "proxy_worlds": 2,
     },
     "standard": {
         "gan_iterations": 3000,
@@ -42,6 +44,7 @@ PRESETS: dict[str, dict[str, int | float]] = {
         "seeds": 3,
         "transfer_pairs": 2048,
         "transfer_steps": 300,
+        "proxy_worlds": 3,
     },
 }
 
@@ -67,10 +70,17 @@ class RunConfig:
     diffaug_below: int = 1000  # classes with fewer training images get DiffAugment
     # Which generator makes a class's images (pipeline/balance.py): "per-class" (a DCGAN on
     # that class's images), "transfer" (variation learned from every class, pipeline/
-    # transfer.py), "auto" = transfer for classes under transfer_below training images when
-    # some class has enough images to learn from, else per-class.
-    generator: Literal["auto", "per-class", "transfer"] = "auto"
-    transfer_below: int = 10  # measured: transfer wins at k = 1, 3, not at 10, 30 (docs)
+    # transfer.py), "translation" (big-class images translated into the class, M2m-style,
+    # pipeline/translation.py), "auto" = the one the proxy test (pipeline/selection.py)
+    # expects to do best on this dataset.
+    generator: Literal["auto", "per-class", "transfer", "translation"] = "auto"
+    # Share of each minority class's missing images that are generated; the rest are real
+    # images repeated (0 = plain oversampling). "auto": the share the proxy test supports,
+    # 0 where no candidate is expected to beat oversampling.
+    synthetic_share: float | Literal["auto"] = "auto"
+    proxy_worlds: int | None = (
+        None  # proxy test: big classes cut to the minority's size; None = preset
+    )
     transfer_pairs: int | None = None  # neighbour pairs the transfer model is fitted on
     transfer_steps: int | None = None  # Adam steps of that fit (all pairs at once)
     classifier_batch: int = 64
@@ -102,9 +112,18 @@ class RunConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        if self.generator not in ("auto", "per-class", "transfer"):
+        if self.generator not in GENERATORS:
             raise ValueError(
-                f"generator must be auto, per-class or transfer, got {self.generator!r}"
+                f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}"
+            )
+        if self.synthetic_share != "auto" and not (
+            isinstance(self.synthetic_share, (int, float))
+            and not isinstance(self.synthetic_share, bool)
+            and 0.0 <= self.synthetic_share <= 1.0
+        ):
+            raise ValueError(
+                "synthetic_share must be auto or a number from 0 to 1, "
+                f"got {self.synthetic_share!r}"
             )
         if self.engine not in ("auto", "eager", "graph"):
             raise ValueError(f"engine must be auto, eager or graph, got {self.engine!r}")
@@ -118,7 +137,7 @@ class RunConfig:
             ("gan_batch", self.gan_batch, 1, 4096),
             ("gan_width", self.gan_width, 8, 256),
             ("classifier_batch", self.classifier_batch, 1, 4096),
-            ("transfer_below", self.transfer_below, 0, 1_000_000),
+            ("proxy_worlds", self.proxy_worlds, 1, 10),
             ("transfer_pairs", self.transfer_pairs, 16, 100_000),
             ("transfer_steps", self.transfer_steps, 1, 100_000),
         ]

@@ -1,12 +1,13 @@
-"""Keep only generated images that pass: recognised as their class, and not a copy of a real one.
+"""Keep only generated images that pass a strict check: recognised, and not a copy of a real one.
 
 A judge (a SmallCNN trained on the real training images, oversampled to balance so that it
-does not simply vote for the big classes) scores every candidate; a candidate is kept if the
-judge gives its intended class at least `min_prob`, and it is not closer to a real training
-image of its class than `copy_fraction` times the typical distance between a real image and
-its nearest same-class neighbour (pixels, RMS in [-1, 1] units). Exactly `need` are returned:
-the passing candidates in random order, topped up, if too few pass, with the rejected ones the
-judge liked best (counted as `filled_with_rejected`).
+does not simply vote for the big classes) scores every candidate; a candidate passes if the
+judge gives its intended class at least `min_prob` (0.9: M2m's acceptance rule), and it is
+not closer to a real training image of its class than `copy_fraction` times the typical
+distance between a real image and its nearest same-class neighbour (pixels, RMS in [-1, 1]
+units). At most `need` passing candidates are returned, in random order. A place no candidate
+passed for falls back to a repeated real image, as M2m falls back to the real oversampled
+image (counted as `fallback_real`; the caller fills it).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.classifier import SmallCNN
+from pipeline.gan import to_unit
 from pipeline.quality import nearest_distances
 
 
 @dataclass(frozen=True)
 class FilterConfig:
     factor: int = 3  # candidates generated per image needed
-    min_prob: float = 0.5  # judge's probability of the intended class, at least
+    min_prob: float = 0.9  # judge's probability of the intended class, at least
     copy_fraction: float = 0.5  # near-copy: closer to a real image than this x typical NN gap
 
 
@@ -33,7 +35,7 @@ def judge_probabilities(judge: SmallCNN, images: torch.Tensor, cls: int) -> torc
     dev = next(judge.parameters()).device
     out = []
     for start in range(0, len(images), 1024):
-        x = images[start : start + 1024].to(dev).float() / 127.5 - 1.0
+        x = to_unit(images[start : start + 1024].to(dev))
         out.append(judge(x.unsqueeze(0))[0].softmax(-1)[:, cls].cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -71,26 +73,20 @@ def select(
     copy_threshold: float,
     seed: int,
 ) -> tuple[torch.Tensor, dict]:
-    """Exactly `need` images from the candidates, and the counts for the report."""
+    """At most `need` passing candidates (random order), and the counts for the report."""
     label_ok = probs >= cfg.min_prob
     not_copy = copy_distance >= copy_threshold
     passed = torch.nonzero(label_ok & not_copy).squeeze(1)
     gen = torch.Generator().manual_seed(seed)
     passed = passed[torch.randperm(len(passed), generator=gen)]
     chosen = passed[:need]
-    filled = 0
-    if len(chosen) < need:  # too few passed: the best of the rest, by the judge's score
-        rest = torch.nonzero(~(label_ok & not_copy)).squeeze(1)
-        rest = rest[probs[rest].argsort(descending=True)]
-        filled = need - len(chosen)
-        chosen = torch.cat([chosen, rest[:filled]])
     counts = {
         "candidates": len(candidates),
         "rejected_label": int((~label_ok).sum()),
         "rejected_copy": int((label_ok & ~not_copy).sum()),
         "passed": int(len(passed)),
-        "kept": need,
-        "filled_with_rejected": filled,
+        "kept": int(len(chosen)),
+        "fallback_real": need - int(len(chosen)),
         "min_prob": cfg.min_prob,
         "copy_threshold": round(copy_threshold, 4),
     }

@@ -350,23 +350,37 @@ def _panel_grid(n: int) -> tuple[Figure, np.ndarray]:
 
 
 def generator_rows(gan: dict) -> list[dict]:
-    """Per class: which generator, why, and what the filter kept and rejected."""
+    """Per class: which generator, why, what the filter rejected, what the class was filled
+    with (generated / repeated real images), and the proxy test's candidates."""
     rows = []
     for name, info in gan.items():
-        f = info.get("filter", {})
+        f = info.get("filter") or {}
+        sel = info.get("selection") or {}
         rows.append(
             {
                 "name": name,
                 "generator": info.get("generator", "per-class"),
+                "share": sel.get("share"),
                 "reason": info.get("generator_reason", ""),
                 "candidates": f.get("candidates"),
                 "rejected_label": f.get("rejected_label"),
                 "rejected_copy": f.get("rejected_copy"),
-                "kept": f.get("kept"),
-                "filled": f.get("filled_with_rejected"),
+                "synthetic": info.get("synthetic", f.get("kept")),
+                "repeated": info.get("repeated_real", f.get("fallback_real")),
+                "proxy": [_proxy_row(c) for c in sel.get("candidates", [])],
             }
         )
     return rows
+
+
+def _proxy_row(c: dict) -> str:
+    """'transfer at 0.5: +0.012 [-0.004, +0.028] balanced, +0.050 recall' for the report."""
+    b, m = c["balanced"], c["minority"]
+    ci = f" [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]" if b.get("ci95") else ""
+    return (
+        f"{c['generator']} at {c['share']:g}: {b['diff']:+.3f}{ci} balanced accuracy, "
+        f"{m['diff']:+.3f} recall"
+    )
 
 
 def loss_chart(gan: dict) -> str | None:
@@ -379,10 +393,13 @@ def loss_chart(gan: dict) -> str | None:
             steps = np.arange(len(info["d_loss"])) * info.get("loss_every", 1)
             ax.plot(steps, info["d_loss"], label="discriminator", lw=1)
             ax.plot(steps, info["g_loss"], label="generator", lw=1)
-        else:
+        elif "variation_model" in info:
             curve = info["variation_model"]["registration_loss"]
             ax.plot(curve, label="pair registration error (transfer)", lw=1)
-        ax.set_title(f"class {name} ({info['train_images']} training images)", fontsize=10)
+        else:  # translation or oversampling: nothing was trained for this class
+            ax.text(0.5, 0.5, f"{info.get('generator')}: no training curve", ha="center")
+        n_train = info.get("train_images", "?")
+        ax.set_title(f"class {name} ({n_train} training images)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")

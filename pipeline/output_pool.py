@@ -49,7 +49,7 @@ class OutputPool:
         report: dict,
         source_zip: Path,
         ds: ImageDataset,
-        synthetic: dict,
+        balanced,  # pipeline.balance.Balanced
         quality: QualityResult | None,
         spent_s: float | None = None,
         limits: ArchiveLimits | None = None,
@@ -58,7 +58,7 @@ class OutputPool:
         drawn side by side in several processes first (a seed-sized job's five charts took
         about a second one after the other), then the files. Returns the timings it added
         to its copy of the report, and adds them to `report` here too."""
-        files = (out_dir, report, source_zip, ds, synthetic, quality, spent_s, limits)
+        files = (out_dir, report, source_zip, ds, balanced, quality, spent_s, limits)
         try:
             added = self._write_once(files, report, quality)
         except BrokenProcessPool:  # a writer died (OOM kill): once more, on new writers

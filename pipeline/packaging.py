@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.archive import ArchiveLimits, open_zip
+from pipeline.balance import Balanced
 from pipeline.dataset import ImageDataset
 
 
@@ -19,19 +20,22 @@ def write_balanced_zip(
     path: Path,
     source_zip: Path,
     dataset: ImageDataset,
-    synthetic: dict[int, torch.Tensor],
+    balanced: Balanced,
     limits: ArchiveLimits | None = None,
 ) -> dict[str, int]:
     """Write `<class>/<file>` for every training image plus manifest.csv; returns counts per class.
 
-    Real images are copied byte for byte from the upload; synthetic ones are PNGs named
-    synthetic_NNNNN.png. Test images are not included.
+    Real images are copied byte for byte from the upload (origin "real"); the repeated real
+    images that fill part of a class are copied again as oversampled_NNNNN_<file> (origin
+    "oversampled", `source` names the real file); generated ones are PNGs named
+    synthetic_NNNNN.png (origin "synthetic"). Test images are not included.
     """
     counts: dict[str, int] = {}
     manifest = io.StringIO()
     rows = csv.writer(manifest, lineterminator="\n")
-    rows.writerow(["file", "class", "origin"])
+    rows.writerow(["file", "class", "origin", "source"])
     used: set[str] = set()
+    real_name: dict[int, str] = {}
     with (
         open_zip(source_zip, limits) as src,
         zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out,
@@ -40,14 +44,23 @@ def write_balanced_zip(
             cls = dataset.class_names[label]
             name = _unique(f"{cls}/{PurePosixPath(entry).name}", used)
             out.writestr(name, src.read(entry))
-            rows.writerow([name, cls, "real"])
+            rows.writerow([name, cls, "real", ""])
+            real_name[len(real_name)] = name
             counts[cls] = counts.get(cls, 0) + 1
-        for label, images in synthetic.items():
+        for label, picks in balanced.copies.items():
+            cls = dataset.class_names[label]
+            for i, index in enumerate(picks.tolist()):
+                entry = dataset.train_entries[index]
+                name = _unique(f"{cls}/oversampled_{i:05d}_{PurePosixPath(entry).name}", used)
+                out.writestr(name, src.read(entry))
+                rows.writerow([name, cls, "oversampled", real_name[index]])
+                counts[cls] = counts.get(cls, 0) + 1
+        for label, images in balanced.synthetic.items():
             cls = dataset.class_names[label]
             for i, img in enumerate(images):
                 name = _unique(f"{cls}/synthetic_{i:05d}.png", used)
                 out.writestr(name, png_bytes(img))
-                rows.writerow([name, cls, "synthetic"])
+                rows.writerow([name, cls, "synthetic", ""])
                 counts[cls] = counts.get(cls, 0) + 1
         out.writestr("manifest.csv", manifest.getvalue())
     return counts
@@ -88,7 +101,7 @@ def write_samples_png(
     rows = []
     for label, fakes in synthetic.items():
         rows.append((label, "real", dataset.train_images[dataset.train_labels == label]))
-        rows.append((label, "generated", fakes))
+        rows.append((label, "generated" if len(fakes) else "none generated", fakes))
     height = max(len(rows), 1) * (cell + pad) + pad
     grid = Image.new("RGB", (label_w + per_row * (cell + pad) + pad, height), "white")
     draw = ImageDraw.Draw(grid)

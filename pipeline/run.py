@@ -18,7 +18,7 @@ import torch
 
 from pipeline.archive import ArchiveLimits
 from pipeline.augment import augmentation_for, augmentation_report
-from pipeline.balance import oversampled_indices, synthesize
+from pipeline.balance import Balanced, oversampled_indices, synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
 from pipeline.cuda_graph import job_lane
@@ -112,11 +112,12 @@ def _run(
 
     t = time.perf_counter()
     need = {c: target - counts[c] for c in minority}
-    synthetic, gan_info = synthesize(ds, need, cfg, device, report_progress)
+    balanced = synthesize(ds, need, cfg, device, report_progress)
+    synthetic = balanced.synthetic
     timings["gan_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    comparison = compare_classifiers(ds, synthetic, target, cfg, device, report_progress)
+    comparison = compare_classifiers(ds, balanced, target, cfg, device, report_progress)
     timings["classifier_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -136,6 +137,7 @@ def _run(
                 "name": name,
                 "train_count": counts[i],
                 "synthetic_count": len(synthetic.get(i, ())),
+                "repeated_real_count": len(balanced.copies.get(i, ())),
                 "test_count": ds.test_counts()[i],
             }
             for i, name in enumerate(ds.class_names)
@@ -143,7 +145,7 @@ def _run(
         "target": target,
         "classifier_augmentation": augmentation_report(cfg.classifier_augment),
         **assessed.sections,
-        "gan": gan_info,
+        "gan": balanced.info,
         "timings": timings,
         "environment": _environment(device),
         "config": cfg.to_dict(),
@@ -152,7 +154,7 @@ def _run(
     if out_dir is None:
         timings["total_seconds"] = time.perf_counter() - t0
     else:
-        files = (Path(out_dir), report, dataset_zip, ds, synthetic, assessed.quality)
+        files = (Path(out_dir), report, dataset_zip, ds, balanced, assessed.quality)
         spent = time.perf_counter() - t0
         if outputs is None:
             timings.update(write_outputs(*files, spent, limits))
@@ -164,22 +166,28 @@ def _run(
 
 def compare_classifiers(
     ds: ImageDataset,
-    synthetic: dict[int, torch.Tensor],
+    balanced: Balanced,
     target: int,
     cfg: RunConfig,
     device,
     progress,
 ) -> Comparison:
-    """Train a SmallCNN per (method, seed) on baseline / oversample / gan data; predict."""
+    """Train a SmallCNN per (method, seed) on baseline / oversample / gan data; predict.
+
+    gan: the real images, the generated ones and the repeated real ones that fill the rest
+    (with a share of 0, exactly the oversample method's data).
+    """
     n_real = len(ds.train_labels)
+    synthetic = balanced.synthetic
     syn_images = [synthetic[c] for c in synthetic]
     images = torch.cat([ds.train_images, *syn_images]) if syn_images else ds.train_images
     labels = torch.cat([ds.train_labels, *[torch.full((len(v),), c) for c, v in synthetic.items()]])
     rng = np.random.default_rng(cfg.seed)
+    copies = [balanced.copies[c] for c in sorted(balanced.copies)]
     pools = {
         "baseline": np.arange(n_real),
         "oversample": oversampled_indices(ds.train_labels.numpy(), target, rng),
-        "gan": np.arange(len(labels)),
+        "gan": np.concatenate([np.arange(n_real), *copies, np.arange(n_real, len(labels))]),
     }
     method_of = [m for m in METHODS for _ in range(cfg.seeds)]
     seed_of = [s for _ in METHODS for s in range(cfg.seeds)]
@@ -240,7 +248,7 @@ def assess(
             synthetic[c],
         )
         for c in minority
-        if c in synthetic
+        if c in synthetic and len(synthetic[c])
     }
     # The baseline of seed 0 never saw a generated image: an independent judge of them.
     judge = comparison.member("baseline", 0)
@@ -261,7 +269,7 @@ def write_outputs(
     report: dict,
     source_zip: Path,
     ds: ImageDataset,
-    synthetic,
+    balanced: Balanced,
     quality: QualityResult | None = None,
     spent_s: float | None = None,
     limits: ArchiveLimits | None = None,
@@ -281,7 +289,8 @@ def write_outputs(
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
     try:
         t = time.perf_counter()
-        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, synthetic, limits)
+        synthetic = balanced.synthetic
+        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, balanced, limits)
         write_samples_png(tmp / "samples.png", ds, synthetic)
         timings = report.setdefault("timings", {})
         added = {"packaging_seconds": time.perf_counter() - t}

@@ -155,40 +155,73 @@ def fit_field_model(
 
     images: uint8 [N, C, S, S] on the fitting device; labels: int64 [N].
     """
+    everything = torch.arange(len(labels))
+    return fit_field_models(images, labels, [everything], cfg, seed, on_step, step_every, engine)[0]
+
+
+def fit_field_models(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    groups: list[torch.Tensor],
+    cfg: TransferConfig,
+    seed: int = 0,
+    on_step=None,
+    step_every: int = 50,
+    engine: str = "auto",
+) -> list[FieldModel]:
+    """One field model per group of images (indices into images), all registered at once.
+
+    Pairs never cross groups, and each model's distribution is fitted on its own group's
+    fields, so the models are what fit_field_model would give each group alone; registering
+    every group's pairs in one batch costs about one fit on the GPU (the job and its proxy
+    worlds fit theirs together).
+    """
     dev = images.device
     engine = resolve_engine(engine, dev)
     start = time.perf_counter()
-    a, b = neighbour_pairs(images.cpu(), labels.cpu(), cfg.pairs, seed)
+    cpu_images, cpu_labels = images.cpu(), labels.cpu()
+    a_all, b_all = [], []
+    for g, idx in enumerate(groups):
+        idx = torch.as_tensor(idx, dtype=torch.long).cpu()
+        a, b = neighbour_pairs(cpu_images[idx], cpu_labels[idx], cfg.pairs, seed + g)
+        a_all.append(idx[a])
+        b_all.append(idx[b])
+    a, b = torch.cat(a_all).to(dev), torch.cat(b_all).to(dev)
     grid = max(images.shape[-1] // 4, 2)
-    raw = torch.zeros(cfg.pairs, 3, grid, grid, device=dev, requires_grad=True)
+    raw = torch.zeros(len(a), 3, grid, grid, device=dev, requires_grad=True)
     st = RegistrationState(
         raw=raw,
         opt=make_adam([raw], cfg.lr, (0.9, 0.999), engine),
-        x=images[a.to(dev)].float() / 127.5 - 1.0,
-        y=images[b.to(dev)].float() / 127.5 - 1.0,
+        x=images[a].float() / 127.5 - 1.0,
+        y=images[b].float() / 127.5 - 1.0,
         history=torch.zeros(cfg.steps, device=dev),
         it=torch.zeros(1, dtype=torch.long, device=dev),
         max_shift=cfg.max_shift,
     )
     loss_start = float((st.x - st.y).pow(2).mean())
     run_steps(lambda: registration_step(st), cfg.steps, engine, dev, on_step, step_every)
-    fields = raw.detach().flatten(1)  # [P, 3g²]
-    mean = fields.mean(0)
-    cov = torch.cov((fields - mean).T) + 1e-4 * torch.eye(fields.shape[1], device=dev)
-    chol = torch.linalg.cholesky(cov) * cfg.spread_scale
     history = st.history.cpu()
     every = max(1, cfg.steps // 100)
-    return FieldModel(
-        mean=mean,
-        chol=chol,
-        grid=grid,
-        max_shift=cfg.max_shift,
-        seconds=time.perf_counter() - start,
-        pairs=cfg.pairs,
-        loss_start=loss_start,
-        loss_end=float(history[-1]),
-        loss_curve=[round(float(v), 5) for v in history[::every]],
-    )
+    seconds = time.perf_counter() - start
+    models = []
+    for g in range(len(groups)):
+        fields = raw.detach()[g * cfg.pairs : (g + 1) * cfg.pairs].flatten(1)  # [P, 3g²]
+        mean = fields.mean(0)
+        cov = torch.cov((fields - mean).T) + 1e-4 * torch.eye(fields.shape[1], device=dev)
+        models.append(
+            FieldModel(
+                mean=mean,
+                chol=torch.linalg.cholesky(cov) * cfg.spread_scale,
+                grid=grid,
+                max_shift=cfg.max_shift,
+                seconds=seconds,
+                pairs=cfg.pairs,
+                loss_start=loss_start,
+                loss_end=float(history[-1]),
+                loss_curve=[round(float(v), 5) for v in history[::every]],
+            )
+        )
+    return models
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@
 
 const KEY_STORAGE = "balancer.apiKey";
 const INT_OPTIONS = ["target", "gan_iterations", "epochs", "seeds", "seed", "image_size"];
-const FLOAT_OPTIONS = ["test_fraction"];
+const FLOAT_OPTIONS = ["test_fraction", "synthetic_share"];
 const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 const STAGES = {
   validating: "Checking the dataset",
@@ -99,6 +99,8 @@ function collectConfig() {
   if (preset) config.preset = preset;
   const augment = $("opt-classifier_augment").value;
   if (augment) config.classifier_augment = augment;
+  const generator = $("opt-generator").value;
+  if (generator) config.generator = generator;
   for (const name of [...INT_OPTIONS, ...FLOAT_OPTIONS]) {
     const raw = $(`opt-${name}`).value.trim();
     if (raw === "") continue;

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.common import load_digits
-from pipeline.balance import FILTER, choose_generator, synthesize
+from pipeline.balance import FILTER, synthesize
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset
 from pipeline.transfer import NEIGHBOURS
