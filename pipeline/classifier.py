@@ -215,8 +215,12 @@ def train_classifiers(
 
 @torch.no_grad()
 def predict(model: SmallCNN, images: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    """Predicted class of every image by every member: int64 [M, T] (CPU). No augmentation."""
+    """Predicted class of every image by every member: int64 [M, T] (CPU). No augmentation.
+
+    Images per pass shrink with the member count (at most 8,192 member-images, ~0.4 GiB of
+    activations at 28 px), so a stack of 20 or more members does not need gigabytes."""
     model.eval()
+    batch = max(16, min(batch, 8192 // model.members))
     out = []
     for start in range(0, images.shape[0], batch):
         x = images[start : start + batch].float() / 127.5 - 1.0

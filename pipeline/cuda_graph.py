@@ -260,6 +260,12 @@ def _device_key(device: torch.device) -> tuple[str, int]:
     return (device.type, index)
 
 
+def capture_lock() -> threading.Lock:
+    """The lock every graph capture in this process holds: eager backward passes that must
+    not overlap a capture (pipeline/translation.py) hold it too."""
+    return _capture_lock
+
+
 def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
     """Run WARMUP_STEPS real iterations of `step` on a side stream, then capture one call."""
     current = torch.cuda.current_stream(device)

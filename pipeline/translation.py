@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.classifier import SmallCNN
+from pipeline.cuda_graph import capture_lock
 from pipeline.gan import to_uint8, to_unit
 
 STEPS = 10  # gradient steps per translation (M2m: attack_iter 10)
@@ -70,16 +71,21 @@ def _translate_batch(
     x = x + _unit_l2(torch.randn(x.shape, generator=gen, device=x.device)) * START_NOISE * scale
     x = x.clamp(-1, 1)
     goal = torch.full((len(x),), target, device=x.device)
-    for _ in range(STEPS):
-        x = x.detach().requires_grad_(True)
-        logits = judge(x.unsqueeze(0))[0]  # [B, classes]
-        loss = (
-            F.cross_entropy(logits, goal)
-            + SOURCE_WEIGHT * logits.gather(1, source.view(-1, 1)).mean()
-        )
-        (grad,) = torch.autograd.grad(loss, [x])
-        x = (x - _unit_l2(grad) * STEP_SIZE * scale).clamp(-1, 1)
-    return to_uint8(x.detach()).cpu()
+    source_hot = F.one_hot(source, judge.dims[2]).float()  # [B, classes]
+    # No graph capture may run while this thread runs backward passes eagerly: PyTorch's
+    # autograd engine runs every thread's backward on one device thread, and under load a
+    # translation's kernels were caught in another job's capture (a scatter with a freed
+    # index tensor, "capturing stream has unjoined work"). A translation takes ~10 ms.
+    with capture_lock():
+        for _ in range(STEPS):
+            x = x.detach().requires_grad_(True)
+            logits = judge(x.unsqueeze(0))[0]  # [B, classes]
+            push_away = (logits * source_hot).sum(1).mean()  # the source class's logit
+            loss = F.cross_entropy(logits, goal) + SOURCE_WEIGHT * push_away
+            (grad,) = torch.autograd.grad(loss, [x])
+            x = (x - _unit_l2(grad) * STEP_SIZE * scale).clamp(-1, 1)
+        x = x.detach()
+    return to_uint8(x).cpu()
 
 
 def _unit_l2(v: torch.Tensor) -> torch.Tensor:
