@@ -23,7 +23,10 @@ every (world, option).
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +91,8 @@ def synthesize(
     if fixed == 0.0:  # plain oversampling: nothing to generate
         sel = Selection("oversample", 0.0, "synthetic_share 0 asked for: plain oversampling")
         return compose(ds, need, {}, copies, sel, {})
-    plan = make_plan(ds, need, cfg, device, progress)
+    with _plan_lock(device):
+        plan = make_plan(ds, need, cfg, device, progress)
     sel = plan.decide(plan.generators, fixed)
     progress("training_gan", 1.0)
     return compose(ds, need, plan.kept_for(sel), copies, sel, plan.info_for(sel))
@@ -524,6 +528,23 @@ def _train_members(images, labels, pools, seeds_of, ds, cfg, device, seed: int) 
         engine=cfg.engine,
         augmentation=augmentation_for(cfg.classifier_augment),
     )
+
+
+_PLAN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _plan_lock(device: torch.device) -> Iterator[None]:
+    """One plan at a time per process on CUDA. Measured on the H200 (bench/concurrency.py,
+    8 jobs at once): plans running side by side failed (a device-side assert in a scatter,
+    "capturing stream has unjoined work", "Attempt to increase offset for a CUDA generator
+    not in capture mode" in a multi-stream GAN's warm-up). Not yet re-measured with the lock:
+    docs/benchmarks.md. Other jobs' classifier and evaluation steps still overlap a plan."""
+    if device.type != "cuda":
+        yield
+        return
+    with _PLAN_LOCK:
+        yield
 
 
 class _Clock:
