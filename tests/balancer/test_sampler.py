@@ -133,12 +133,13 @@ def test_string_labels_and_fitted_attributes(digits):
     assert Counter(y_res.tolist()) == {"zero": 40, "one": 40, "two": 40}
     assert s.sampling_strategy_ == {"one": 28, "two": 34}
     assert s.working_size_ == 16 and s.n_features_in_ == 64
-    # generator auto: "two" (6 images, under transfer_below) by transfer, "one" (12) by its GAN;
-    # three candidates per image needed, the filter keeps exactly the number needed.
-    two, one = s.gan_info_["two"], s.gan_info_["one"]
-    assert two["generator"] == "transfer" and two["generated"] == 3 * 34
-    assert two["filter"]["kept"] == 34 and one["filter"]["kept"] == 28
-    assert one["generator"] == "per-class" and one["iterations"] == 20
+    # generator auto: the proxy test chose a generator and a share for both classes; every new
+    # sample is a generated one or a real one repeated.
+    for name, need in (("two", 34), ("one", 28)):
+        info = s.gan_info_[name]
+        assert info["synthetic"] + info["repeated_real"] == need
+        assert info["selection"]["chosen"] in ("per-class", "transfer", "translation")
+        assert len(info["selection"]["candidates"]) == 6
 
 
 def test_same_random_state_same_images_and_callers_torch_rng_untouched(digits):
@@ -220,3 +221,18 @@ def test_each_class_gets_images_from_its_own_gan():
     ).fit_resample(X, y)
     new, labels = X_res[len(X) :], y_res[len(X) :]
     assert new[labels == "dark"].mean() < 100 < new[labels == "light"].mean()
+
+
+def test_share_zero_is_random_oversampling(digits):
+    """synthetic_share=0: every new row is a copy of a real row of its class, nothing generated."""
+    X, y = digits
+    X_res, y_res = sampler(synthetic_share=0).fit_resample(X, y)
+    assert Counter(y_res.tolist()) == {0: 40, 1: 40, 2: 40}
+    new_X, new_y = X_res[len(X) :], y_res[len(y) :]
+    for row, label in zip(new_X, new_y, strict=True):
+        assert any(np.array_equal(row, real) for real in X[y == label])
+
+
+def test_share_is_validated(digits):
+    with pytest.raises(ValueError, match="synthetic_share"):
+        sampler(synthetic_share=1.5).fit_resample(*digits)

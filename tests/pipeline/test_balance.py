@@ -1,14 +1,16 @@
-"""pipeline/balance.py: which generator a class gets, and synthesize on small real digits."""
+"""pipeline/balance.py: synthesize on small real digits: generators, shares, the proxy test."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from bench.common import load_digits
-from pipeline.balance import FILTER, synthesize
+from pipeline.balance import FILTER, oversample_draws, oversampled_indices, synthesize
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset
+from pipeline.run import compare_classifiers
 from pipeline.transfer import NEIGHBOURS
 
 # Tiny budgets: the point is the plumbing, not the quality of the images.
@@ -65,85 +67,100 @@ def digits() -> dict[int, torch.Tensor]:
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize(
-    "counts,c,expected,why",
-    [
-        ([300, 3], 1, "transfer", "3 training images (< 10): variation learned from 1 other"),
-        ([300, 9], 1, "transfer", "(< 10)"),
-        ([300, 10], 1, "per-class", "10 training images (>= 10): enough for its own GAN"),
-        ([300, 50], 1, "per-class", "(>= 10)"),
-        ([NEIGHBOURS + 1, 3], 1, "transfer", "from 1 other class"),
-        ([NEIGHBOURS, 3], 1, "per-class", f"no other class has more than {NEIGHBOURS} images"),
-        ([2, 3, 4], 0, "per-class", "no other class"),
-        ([300, 200, 1], 2, "transfer", "from 2 other class(es)"),
-    ],
-)
-def test_auto(counts, c, expected, why):
-    generator, reason = choose_generator(blank(counts), c, RunConfig(generator="auto"))
-    assert generator == expected and why in reason
+def check_balanced(ds: ImageDataset, balanced, need: dict[int, int]) -> None:
+    """Every class gets exactly need[c] new images: generated ones plus its own real copies."""
+    labels = ds.train_labels.numpy()
+    for c, n in need.items():
+        syn, copies = balanced.synthetic[c], balanced.copies[c]
+        assert len(syn) + len(copies) == n
+        assert syn.dtype == torch.uint8 and tuple(syn.shape[1:]) == tuple(ds.train_images.shape[1:])
+        assert (labels[copies] == c).all()  # repeated images are the class's own
+        section = balanced.info[ds.class_names[c]]
+        assert section["synthetic"] == len(syn) and section["repeated_real"] == len(copies)
+        sel = section["selection"]
+        assert set(sel) == {"chosen", "share", "reason", "candidates", "proxy_worlds"}
+        assert 0.0 <= sel["share"] <= 1.0 and sel["reason"]
+        assert len(syn) <= round(sel["share"] * n)  # never more generated than the share
 
 
-def test_auto_threshold_is_transfer_below():
-    ds = blank([300, 30])
-    assert choose_generator(ds, 1, RunConfig(transfer_below=31))[0] == "transfer"
-    assert choose_generator(ds, 1, RunConfig(transfer_below=30))[0] == "per-class"
-    assert choose_generator(ds, 1, RunConfig(transfer_below=0))[0] == "per-class"
-
-
-def test_asked_for():
-    ds = blank([300, 1])
-    assert choose_generator(ds, 1, RunConfig(generator="per-class")) == (
-        "per-class",
-        "asked for (generator per-class)",
-    )
-    big = blank([300, 200])  # auto would give per-class; asked, it is transfer
-    assert choose_generator(big, 1, RunConfig(generator="transfer")) == (
-        "transfer",
-        "asked for (generator transfer)",
-    )
-    # No other class to learn from, but the class itself has enough images for pairs.
-    assert choose_generator(blank([2, 8]), 1, RunConfig(generator="transfer"))[0] == "transfer"
-
-
-def test_transfer_without_donors_is_a_clear_error():
-    with pytest.raises(
-        ValueError,
-        match=f"generator transfer needs a class with more than {NEIGHBOURS} training images",
-    ):
-        choose_generator(blank([NEIGHBOURS, 3]), 1, RunConfig(generator="transfer"))
-
-
-def check_section(info: dict, generator: str, need: int, train_images: int) -> None:
-    assert info["generator"] == generator and info["generator_reason"]
-    assert info["train_images"] == train_images
-    assert info["generated"] == FILTER.factor * need
-    f = info["filter"]
-    assert f["candidates"] == FILTER.factor * need and f["kept"] == need
-    assert f["candidates"] == f["rejected_label"] + f["rejected_copy"] + f["passed"]
-    assert f["filled_with_rejected"] == max(0, need - f["passed"])
-    assert ("variation_model" in info) == (generator == "transfer")
-    assert ("d_loss" in info) == (generator == "per-class")
-
-
-def test_synthesize_mixed_generators_on_digits(digits):
-    """auto: 3 images -> transfer, 12 -> per-class, both filtered to exactly the need."""
-    ds = dataset({"one": digits[1][:40], "two": digits[2][:3], "three": digits[3][:12]})
-    need = {1: 37, 2: 28, 0: 0}
+def test_auto_runs_the_proxy_test_and_reports_it(digits):
+    """auto: every candidate is scored on proxy worlds and the report says what and why."""
+    ds = dataset({"one": digits[1][:40], "two": digits[2][:3], "three": digits[3][:40]})
+    need = {1: 37}
     calls = []
     cfg = RunConfig(**SMALL, progress_every=1).resolved()
-    synthetic, info = synthesize(ds, need, cfg, torch.device("cpu"), lambda *a: calls.append(a))
-    assert set(synthetic) == {1, 2} and list(info) == ["two", "three"]
-    for c in (1, 2):
-        assert synthetic[c].shape == (need[c], 1, 28, 28) and synthetic[c].dtype == torch.uint8
-    check_section(info["two"], "transfer", 37, 3)
-    check_section(info["three"], "per-class", 28, 12)
-    vm = info["two"]["variation_model"]
-    assert vm["pairs"] == 32 and len(vm["registration_loss"]) == 5
-    assert vm["pair_mse_after"] < vm["pair_mse_before"]
-    # Progress: transfer's 5 steps fill the first half (one of two classes), the GAN's 4 the rest.
+    balanced = synthesize(ds, need, cfg, torch.device("cpu"), lambda *a: calls.append(a))
+    check_balanced(ds, balanced, need)
+    sel = balanced.info["two"]["selection"]
+    # Two proxy worlds (quick preset): "one" and "three" cut to 3 images, in turn.
+    assert [w["class"] for w in sel["proxy_worlds"]] == ["one", "three"]
+    assert all(w["kept"] == 3 for w in sel["proxy_worlds"])
+    tried = {(c["generator"], c["share"]) for c in sel["candidates"]}
+    assert tried == {(g, s) for g in ("per-class", "transfer", "translation") for s in (0.5, 1.0)}
+    for c in sel["candidates"]:
+        for key in ("balanced", "minority"):
+            assert (
+                len(c[key]["ci95"]) == 2
+                and c[key]["ci95"][0] <= c[key]["diff"] <= c[key]["ci95"][1]
+            )
+    assert sel["chosen"] in ("per-class", "transfer", "translation")
+    stages = balanced.info["two"]["selection_stage_seconds"]
+    assert set(stages) >= {"judges", "transfer", "translation", "per-class", "filter"}
     assert {stage for stage, _ in calls} == {"training_gan"}
     fractions = [f for _, f in calls]
-    assert fractions == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.625, 0.75, 0.875, 1.0])
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_share_zero_is_exactly_oversampling(digits, monkeypatch):
+    """synthetic_share 0: nothing generated, and the gan method's data are the oversample
+    method's data, image for image."""
+    ds = dataset({"one": digits[1][:30], "two": digits[2][:4], "three": digits[3][:9]})
+    counts = ds.train_counts()
+    need = {c: 30 - n for c, n in enumerate(counts) if n < 30}
+    cfg = RunConfig(**SMALL, synthetic_share=0, seeds=1).resolved()
+    balanced = synthesize(ds, need, cfg, torch.device("cpu"), lambda *a: None)
+    assert all(len(v) == 0 for v in balanced.synthetic.values())
+    assert all(info["generator"] == "oversample" for info in balanced.info.values())
+    labels = ds.train_labels.numpy()
+    expected = oversampled_indices(labels, 30, np.random.default_rng(cfg.seed))
+    gan_pool = np.concatenate([np.arange(len(labels)), *[balanced.copies[c] for c in (1, 2)]])
+    assert np.array_equal(gan_pool, expected)  # the same images, in the same order
+    # And through the comparison: the gan and oversample members train on the same pool.
+    seen = {}
+
+    def spy(images, labels_, pools, sizes, *args, **kwargs):
+        seen["pools"] = [pools[m, : sizes[m]].tolist() for m in range(len(pools))]
+        raise StopIteration
+
+    monkeypatch.setattr("pipeline.run.train_classifiers", spy)
+    with pytest.raises(StopIteration):
+        compare_classifiers(ds, balanced, 30, cfg, torch.device("cpu"), lambda *a: None)
+    baseline, oversample, gan = seen["pools"]
+    assert oversample == gan and len(baseline) == len(labels)
+
+
+def test_explicit_generator_and_share_skip_the_proxy_test(digits):
+    ds = dataset({"one": digits[1][:30], "two": digits[2][:5]})
+    cfg = RunConfig(**SMALL, generator="per-class", synthetic_share=1.0).resolved()
+    balanced = synthesize(ds, {1: 25}, cfg, torch.device("cpu"), lambda *a: None)
+    check_balanced(ds, balanced, {1: 25})
+    info = balanced.info["two"]
+    assert info["selection"]["candidates"] == [] and info["selection"]["proxy_worlds"] == []
+    assert info["selection"]["reason"].startswith("asked for")
+    f = info["filter"]
+    assert f["candidates"] == FILTER.factor * 25
+    assert f["candidates"] == f["rejected_label"] + f["rejected_copy"] + f["passed"]
+    # Share 1: every place a generated image passed for is generated; the rest falls back.
+    assert info["synthetic"] == f["kept"] and info["repeated_real"] == f["fallback_real"]
+    assert info["iterations"] == 4 and "d_loss" in info
+
+
+def test_half_share_asked_for(digits):
+    ds = dataset({"one": digits[1][:30], "two": digits[2][:5]})
+    cfg = RunConfig(**SMALL, generator="translation", synthetic_share=0.5).resolved()
+    balanced = synthesize(ds, {1: 25}, cfg, torch.device("cpu"), lambda *a: None)
+    check_balanced(ds, balanced, {1: 25})
+    assert balanced.info["two"]["repeated_real"] >= 12  # round(0.5 x 25) = 12 generated at most
 
 
 def test_synthesize_rgb_with_transfer(digits):
@@ -155,21 +172,40 @@ def test_synthesize_rgb_with_transfer(digits):
         train[name] = (x * torch.tensor(rgb).view(1, 3, 1, 1)).round().clamp(0, 255).byte()
     ds = dataset(train, size=32, channels=3)
     need = {1: 22, 2: 28}
+    cfg = RunConfig(**SMALL, generator="transfer", synthetic_share=1.0).resolved()
+    balanced = synthesize(ds, need, cfg, torch.device("cpu"), lambda *a: None)
+    check_balanced(ds, balanced, need)
+    for c, name in ((1, "green"), (2, "blue")):
+        info = balanced.info[name]
+        assert (
+            info["variation_model"]["pair_mse_after"] < info["variation_model"]["pair_mse_before"]
+        )
+        if len(balanced.synthetic[c]):  # still the class's colour: varied, not mixed
+            mean = balanced.synthetic[c].float().mean((0, 2, 3))
+            assert mean.argmax() == c
+
+
+def test_transfer_needs_a_class_to_learn_from():
+    ds = blank([NEIGHBOURS, 3])
     cfg = RunConfig(**SMALL, generator="transfer").resolved()
-    synthetic, info = synthesize(ds, need, cfg, torch.device("cpu"), lambda *a: None)
-    for c, name, n in ((1, "green", 8), (2, "blue", 2)):
-        assert synthetic[c].shape == (need[c], 3, 32, 32) and synthetic[c].dtype == torch.uint8
-        check_section(info[name], "transfer", need[c], n)
-        # Still the class's colour: varied, not mixed with other classes' images.
-        mean = synthetic[c].float().mean((0, 2, 3))
-        assert mean.argmax() == c
+    with pytest.raises(ValueError, match=f"more than {NEIGHBOURS} training images"):
+        synthesize(ds, {1: 2}, cfg, torch.device("cpu"), lambda *a: None)
+
+
+def test_oversample_draws_match_the_oversample_method():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
+    draws = oversample_draws(labels, {1: 7, 2: 4}, seed=5)
+    full = oversampled_indices(labels, 10, np.random.default_rng(5))
+    assert np.array_equal(np.concatenate([draws[1], draws[2]]), full[len(labels) :])
 
 
 @pytest.mark.parametrize(
     "values,message",
     [
-        ({"generator": "gan"}, "generator must be auto, per-class or transfer, got 'gan'"),
-        ({"transfer_below": -1}, "transfer_below must be between 0 and"),
+        ({"generator": "gan"}, "generator must be one of auto, per-class, transfer, translation"),
+        ({"synthetic_share": 1.5}, "synthetic_share must be auto or a number from 0 to 1"),
+        ({"synthetic_share": "half"}, "synthetic_share must be auto or a number from 0 to 1"),
+        ({"proxy_worlds": 0}, "proxy_worlds must be between 1 and"),
         ({"transfer_pairs": 8}, "transfer_pairs must be between 16 and"),
         ({"transfer_steps": 0}, "transfer_steps must be between 1 and"),
     ],
@@ -179,8 +215,9 @@ def test_generator_options_are_validated(values, message):
         RunConfig.from_dict(values)
 
 
-def test_presets_set_the_transfer_budget():
+def test_presets_set_the_transfer_budget_and_proxy_worlds():
     quick, standard = RunConfig(preset="quick").resolved(), RunConfig().resolved()
     assert (quick.transfer_pairs, quick.transfer_steps) == (256, 100)
     assert (standard.transfer_pairs, standard.transfer_steps) == (2048, 300)
+    assert (quick.proxy_worlds, standard.proxy_worlds) == (2, 3)
     assert RunConfig(preset="quick", transfer_steps=7).resolved().transfer_steps == 7

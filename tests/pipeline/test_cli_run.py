@@ -50,8 +50,15 @@ def test_report_fields(gray_run):
     assert report["dataset"]["image_size"] == [28, 28]
     assert report["dataset"]["channels"] == 1 and report["dataset"]["test_source"] == "explicit"
     rows = {c["name"]: c for c in report["classes"]}
-    assert rows["a"] == {"name": "a", "train_count": 40, "synthetic_count": 0, "test_count": 6}
-    assert rows["b"]["synthetic_count"] == 28 and rows["c"]["synthetic_count"] == 35
+    assert rows["a"] == {
+        "name": "a",
+        "train_count": 40,
+        "synthetic_count": 0,
+        "repeated_real_count": 0,
+        "test_count": 6,
+    }
+    for name, need in (("b", 28), ("c", 35)):  # generated + repeated real = what was missing
+        assert rows[name]["synthetic_count"] + rows[name]["repeated_real_count"] == need
     assert set(report["methods"]) == {"baseline", "oversample", "gan"}
     for m in report["methods"].values():
         assert (
@@ -60,13 +67,16 @@ def test_report_fields(gray_run):
         assert set(m["per_class"]) == {"a", "b", "c"}
         assert len(m["confusion_matrix"]) == 3
         assert sum(map(sum, m["confusion_matrix"])) == pytest.approx(18)
-    # generator auto: transfer for a class under transfer_below images (class a has enough to
-    # learn variation from), a GAN of its own (GAN iterations recorded) otherwise.
+    # generator auto: the proxy test chose a generator and a share, and the report says why.
     assert set(report["gan"]) == {"b", "c"}
     for name, info in report["gan"].items():
-        small = rows[name]["train_count"] < report["config"]["transfer_below"]
-        assert info["generator"] == ("transfer" if small else "per-class")
-        assert small or info["iterations"] == 30
+        sel = info["selection"]
+        assert sel["chosen"] in ("per-class", "transfer", "translation")
+        assert 0 <= sel["share"] <= 1 and sel["reason"]
+        assert [w["class"] for w in sel["proxy_worlds"]] == ["a", "a"]  # the only big class
+        assert len(sel["candidates"]) == 6  # 3 generators x shares 0.5 and 1
+        assert info["synthetic"] == rows[name]["synthetic_count"]
+        assert info["generator"] == ("oversample" if info["synthetic"] == 0 else sel["chosen"])
     assert report["timings"]["total_seconds"] > 0 and "torch" in report["environment"]
     assert report["config"]["gan_iterations"] == 30
     # Augmentation is on by default, and the report says which policy "auto" meant.
@@ -79,19 +89,52 @@ def test_report_fields(gray_run):
 
 def test_balanced_zip_counts_and_manifest(gray_run):
     out, _ = gray_run
+    report = json.loads((out / "report.json").read_text())
+    rows = {c["name"]: c for c in report["classes"]}
     with zipfile.ZipFile(out / "balanced.zip") as zf:
         names = [n for n in zf.namelist() if n != "manifest.csv"]
         per_class = Counter(n.split("/")[0] for n in names)
         assert per_class == {"a": 40, "b": 40, "c": 40}
         manifest = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
-        synthetic = [n for n in names if n.split("/")[1].startswith("synthetic_")]
-        assert len(synthetic) == 28 + 35
         assert sorted(r["file"] for r in manifest) == sorted(names)
         origins = Counter((r["class"], r["origin"]) for r in manifest)
-        assert origins[("c", "synthetic")] == 35 and origins[("c", "real")] == 5
-        img = Image.open(io.BytesIO(zf.read(synthetic[0])))
-        assert img.format == "PNG" and img.size == (28, 28) and img.mode == "L"
+        for name, real in (("a", 40), ("b", 12), ("c", 5)):
+            assert origins[(name, "real")] == real
+            assert origins[(name, "synthetic")] == rows[name]["synthetic_count"]
+            assert origins[(name, "oversampled")] == rows[name]["repeated_real_count"]
+        real_files = {r["file"] for r in manifest if r["origin"] == "real"}
+        for r in manifest:
+            if r["origin"] == "oversampled":  # a copy, byte for byte, of a real file of its class
+                assert r["source"] in real_files and r["source"].split("/")[0] == r["class"]
+                assert zf.read(r["file"]) == zf.read(r["source"])
+            elif r["origin"] == "synthetic":
+                img = Image.open(io.BytesIO(zf.read(r["file"])))
+                assert img.format == "PNG" and img.size == (28, 28) and img.mode == "L"
         assert not any(n.startswith("test/") for n in names)  # no test image leaks in
+
+
+def test_share_zero_is_plain_oversampling(tmp_path):
+    files = class_folder_files({"a": 20, "b": 4}, prefix="train/")
+    files |= class_folder_files({"a": 4, "b": 4}, prefix="test/", seed=9)
+    dataset = write_zip(tmp_path / "data.zip", files)
+    proc = balancer(
+        "run", str(dataset), "--out", str(tmp_path / "o"), *FAST, "--synthetic-share", "0"
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["config"]["synthetic_share"] == 0
+    b = report["gan"]["b"]
+    assert b["generator"] == "oversample" and b["synthetic"] == 0 and b["repeated_real"] == 16
+    with zipfile.ZipFile(tmp_path / "o" / "balanced.zip") as zf:
+        manifest = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
+    assert Counter(r["origin"] for r in manifest) == {"real": 24, "oversampled": 16}
+
+
+def test_share_must_be_a_number_from_0_to_1(tmp_path):
+    proc = balancer(
+        "run", str(tmp_path / "x.zip"), "--out", str(tmp_path), "--synthetic-share", "2"
+    )
+    assert proc.returncode == 2 and "auto or a number from 0 to 1" in proc.stderr
 
 
 def test_samples_png(gray_run):
@@ -111,10 +154,11 @@ def test_rgb_split_layout_with_target(tmp_path):
     assert report["dataset"]["channels"] == 3 and report["dataset"]["image_size"] == [32, 32]
     rows = {c["name"]: c for c in report["classes"]}
     assert rows["x"]["train_count"] == 15 and rows["x"]["test_count"] == 5
-    assert rows["x"]["synthetic_count"] == 5 and rows["y"]["synthetic_count"] == 14
+    for name, need in (("x", 5), ("y", 14)):
+        assert rows[name]["synthetic_count"] + rows[name]["repeated_real_count"] == need
     with zipfile.ZipFile(tmp_path / "o" / "balanced.zip") as zf:
-        syn = next(n for n in zf.namelist() if "synthetic_" in n)
-        assert Image.open(io.BytesIO(zf.read(syn))).mode == "RGB"
+        for syn in (n for n in zf.namelist() if "synthetic_" in n):
+            assert Image.open(io.BytesIO(zf.read(syn))).mode == "RGB"
 
 
 @pytest.mark.parametrize(

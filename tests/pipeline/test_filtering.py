@@ -27,7 +27,8 @@ def ids(images: torch.Tensor) -> list[int]:
 def counts_add_up(counts: dict, need: int) -> None:
     rejected = counts["rejected_label"] + counts["rejected_copy"]
     assert counts["candidates"] == rejected + counts["passed"]
-    assert counts["kept"] == need
+    assert counts["kept"] + counts["fallback_real"] == need
+    assert counts["kept"] == min(need, counts["passed"])
 
 
 def test_drops_low_probability_and_near_copies():
@@ -41,30 +42,40 @@ def test_drops_low_probability_and_near_copies():
     assert kept.shape == (5, 1, 4, 4) and kept.dtype == torch.uint8
     assert len(set(ids(kept))) == 5 and not {2, 5, 7} & set(ids(kept))
     assert counts["rejected_label"] == 2 and counts["rejected_copy"] == 1
-    assert counts["passed"] == 7 and counts["filled_with_rejected"] == 0
+    assert counts["passed"] == 7 and counts["fallback_real"] == 0
     assert counts["min_prob"] == 0.5 and counts["copy_threshold"] == 0.2
     counts_add_up(counts, 5)
 
 
-def test_tops_up_with_the_rejected_the_judge_liked_best():
+def test_never_tops_up_with_rejected_candidates():
+    """Too few passed: only the passing ones come back; the rest falls back to real images."""
     probs = torch.tensor([0.9, 0.1, 0.8, 0.3, 0.95, 0.2])
     dist = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # 4: a copy, though the judge likes it
     kept, counts = select(numbered(6), probs, dist, 4, CFG, copy_threshold=0.1, seed=0)
-    # Passed: 0 and 2. The rest by the judge's score: 4 (0.95), 3 (0.3), 5 (0.2), 1 (0.1).
-    assert sorted(ids(kept)[:2]) == [0, 2] and ids(kept)[2:] == [4, 3]
-    assert counts["passed"] == 2 and counts["filled_with_rejected"] == 2
+    assert sorted(ids(kept)) == [0, 2]  # passed: 0 and 2, nothing else
+    assert counts["passed"] == 2 and counts["kept"] == 2 and counts["fallback_real"] == 2
     assert counts["rejected_label"] == 3 and counts["rejected_copy"] == 1
     counts_add_up(counts, 4)
 
 
+def test_default_check_is_strict():
+    """M2m's acceptance rule: the judge must give the class at least 0.9."""
+    probs = torch.tensor([0.95, 0.89, 0.9, 0.5])
+    kept, counts = select(numbered(4), probs, torch.ones(4), 4, FilterConfig(), 0.1, seed=0)
+    assert sorted(ids(kept)) == [0, 2] and counts["fallback_real"] == 2
+    assert counts["min_prob"] == 0.9
+
+
 @pytest.mark.parametrize("need", [1, 6, 12])
-def test_keeps_exactly_need(need):
+def test_keeps_at_most_need_and_only_passing(need):
     gen = torch.Generator().manual_seed(need)
     probs, dist = torch.rand(12, generator=gen), torch.rand(12, generator=gen)
     kept, counts = select(numbered(12), probs, dist, need, CFG, copy_threshold=0.3, seed=1)
-    assert len(kept) == need and len(set(ids(kept))) == need  # no candidate twice
+    passing = {i for i in range(12) if probs[i] >= 0.5 and dist[i] >= 0.3}
+    assert len(kept) == min(need, len(passing)) and set(ids(kept)) <= passing
+    assert len(set(ids(kept))) == len(kept)  # no candidate twice
     counts_add_up(counts, need)
-    assert counts["filled_with_rejected"] == max(0, need - counts["passed"])
+    assert counts["fallback_real"] == max(0, need - counts["passed"])
 
 
 def test_seed_decides_which_passing_candidates_are_kept():
