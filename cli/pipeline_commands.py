@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.augment import POLICIES
-from pipeline.config import GENERATORS, PRESETS, RunConfig
+from pipeline.config import EVALUATIONS, GENERATORS, PRESETS, RunConfig
 from pipeline.errors import DatasetError
 
 
@@ -56,6 +56,14 @@ def _add_config_options(p: argparse.ArgumentParser, default_preset: str | None) 
         " test on this dataset's big classes supports (default)",
     )
     p.add_argument(
+        "--evaluation",
+        choices=list(EVALUATIONS),
+        default="auto",
+        help="holdout: the test/ folder or --test-fraction held out; cross-validation: stratified"
+        " k-fold over every real image (zips without test/); auto: cross-validation when a"
+        " minority class would get fewer than 10 held-out images (default)",
+    )
+    p.add_argument(
         "--synthetic-share",
         type=_share,
         default="auto",
@@ -90,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         test_fraction=args.test_fraction,
         generator=args.generator,
         synthetic_share=args.synthetic_share,
+        evaluation=args.evaluation,
         classifier_augment=args.classifier_augment,
     ).validated()
 

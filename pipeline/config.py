@@ -10,6 +10,7 @@ Preset = Literal["quick", "standard"]
 # Classifier augmentation policies (pipeline/augment.py does the transforms).
 POLICIES = ("auto", "none", "affine", "affine+flip")
 GENERATORS = ("auto", "per-class", "transfer", "translation")
+EVALUATIONS = ("auto", "holdout", "cross-validation")
 AUTO_POLICY = "affine"
 
 
@@ -59,6 +60,11 @@ class RunConfig:
     seed: int = 0  # base seed: split, GAN init, classifier init, oversampling
     image_size: int | None = None  # working side length in px; None = 28 if inputs <= 32 px else 64
     test_fraction: float = 0.2  # held-out share per class when the zip has no test/ folder
+    # How the methods are compared (pipeline/crossval.py): "holdout" (the test/ folder, or
+    # test_fraction of each class held out), "cross-validation" (stratified k-fold over every
+    # real image; zips without a test/ folder), "auto" = cross-validation when some minority
+    # class would get fewer than 10 held-out test images, else holdout.
+    evaluation: Literal["auto", "holdout", "cross-validation"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Training loop: "graph" captures each step in a CUDA graph (pipeline/cuda_graph.py),
     # "eager" is the plain PyTorch loop, "auto" = graph on CUDA, eager on the CPU.
@@ -127,6 +133,10 @@ class RunConfig:
             )
         if self.engine not in ("auto", "eager", "graph"):
             raise ValueError(f"engine must be auto, eager or graph, got {self.engine!r}")
+        if self.evaluation not in EVALUATIONS:
+            raise ValueError(
+                f"evaluation must be one of {', '.join(EVALUATIONS)}, got {self.evaluation!r}"
+            )
         resolve_policy(self.classifier_augment)  # ValueError naming the allowed values
         checks = [
             ("target", self.target, 1, 1_000_000),

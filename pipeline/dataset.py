@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,9 @@ class ImageDataset:
     train_entries: list[str]  # zip entry of each training image, for packaging the originals
     test_images: torch.Tensor  # uint8 [T, C, S, S]
     test_labels: torch.Tensor  # int64 [T]
-    test_source: str
+    test_source: str  # "explicit" (a test/ folder), "split" (held out here), "fold", "none"
     warnings: list[str]
+    test_entries: list[str] = field(default_factory=list)  # zip entry of each test image
 
     def train_counts(self) -> list[int]:
         return torch.bincount(self.train_labels, minlength=len(self.class_names)).tolist()
@@ -70,6 +71,7 @@ def load_dataset(
         test_labels=test_y,
         test_source=layout.test_source,
         warnings=_skipped_warning(layout.skipped),
+        test_entries=[name for _, _, name in test],
     )
 
 

@@ -37,6 +37,7 @@ from pipeline.statistics import (
     MethodDraws,
     bootstrap_methods,
     percentile_interval,
+    small_sample_verdict,
     verdict,
     wilson_interval,
 )
@@ -118,11 +119,15 @@ def compare_minority(
     class_names: list[str],
     minority: list[int],
     test_counts: list[int],
+    correct: dict[str, np.ndarray] | None = None,
+    y_true: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Per minority class: gan - baseline and gan - oversample in per-class accuracy.
 
     The difference is of the means over seeds; its interval comes from the paired bootstrap
-    (same resampled images and seeds for both methods); the verdict from the interval.
+    (same resampled images and seeds for both methods); the verdict from the interval, or,
+    for a class with fewer than MIN_TEST_IMAGES test images, from an exact sign test over its
+    images (correct[method]: share of seeds right, per test image).
     """
     out = {}
     for c in minority:
@@ -138,6 +143,9 @@ def compare_minority(
                 methods[other]["per_class"][name]["accuracy"],
             )
             word, note = verdict(float(lo), float(hi), test_counts[c])
+            if test_counts[c] < MIN_TEST_IMAGES and correct is not None and test_counts[c]:
+                mine = y_true == c
+                word, note = small_sample_verdict(correct["gan"][mine] - correct[other][mine])
             entry[f"gan_vs_{other}"] = {
                 "difference": point,
                 "difference_ci95": _pair(np.array([lo, hi])),
@@ -157,15 +165,34 @@ def evaluate_with_intervals(
     minority: list[int],
     seed: int = 0,
     draws: int = DRAWS,
+    strata: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], dict[str, dict], dict]:
-    """(methods, comparisons, statistics) for the report; see the module docstring."""
+    """(methods, comparisons, statistics) for the report; see the module docstring.
+
+    strata: a group per test image within which the bootstrap resamples (cross-validation:
+    fold x class); None = by class."""
     methods = evaluate_methods(preds, y_true, method_of, class_names)
-    boot = bootstrap_methods(preds, y_true, method_of, seed_of, len(class_names), draws, seed)
+    boot = bootstrap_methods(
+        preds, y_true, method_of, seed_of, len(class_names), draws, seed, strata
+    )
     test_counts = np.bincount(y_true, minlength=len(class_names)).tolist()
     add_intervals(methods, boot, class_names, test_counts)
-    comparisons = compare_minority(methods, boot, class_names, minority, test_counts)
+    correct = {
+        m: np.mean([preds[i] == y_true for i, x in enumerate(method_of) if x == m], axis=0)
+        for m in dict.fromkeys(method_of)
+    }
+    comparisons = compare_minority(
+        methods, boot, class_names, minority, test_counts, correct, y_true
+    )
     small = [c for c, n in zip(class_names, test_counts, strict=True) if n < MIN_TEST_IMAGES]
-    return methods, comparisons, statistics_info(len(set(seed_of)), draws, seed, small)
+    info = statistics_info(len(set(seed_of)), draws, seed, small)
+    if strata is not None:
+        info["notes"][0] = (
+            "percentile bootstrap: test images resampled within each (fold, class) of the "
+            "cross-validation, classifier seeds resampled; differences are paired (same images "
+            "and seeds for both methods)"
+        )
+    return methods, comparisons, info
 
 
 def statistics_info(
@@ -177,7 +204,8 @@ def statistics_info(
         "resampled; differences are paired (same images and seeds for both methods)",
         "per-class accuracy intervals are widened to at least the Wilson score interval of the "
         "class's test images, so a class with every image right still gets an interval below 1",
-        f"a verdict needs at least {MIN_TEST_IMAGES} test images of the class",
+        f"a verdict from the interval needs at least {MIN_TEST_IMAGES} test images of the "
+        "class; below that it comes from an exact sign test over the class's images",
         "no correction for multiple comparisons: each interval is a 95 % interval on its own",
     ]
     if seeds == 1:

@@ -21,6 +21,13 @@ from pipeline.augment import augmentation_for, augmentation_report
 from pipeline.balance import Balanced, oversampled_indices, synthesize
 from pipeline.classifier import SmallCNN, predict, train_classifiers
 from pipeline.config import RunConfig
+from pipeline.crossval import (
+    FoldResult,
+    cross_validate,
+    merged,
+    report_section,
+    resolve_evaluation,
+)
 from pipeline.cuda_graph import job_lane
 from pipeline.dataset import ImageDataset, load_dataset
 from pipeline.evaluation import METHODS, evaluate_with_intervals
@@ -106,23 +113,32 @@ def _run(
     report_progress("validating", 0.0)
     ds = load_dataset(dataset_zip, cfg.test_fraction, cfg.seed, cfg.image_size, limits)
     timings["loading_seconds"] = time.perf_counter() - t0
+    evaluation, why = resolve_evaluation(cfg, ds, _minority(ds, cfg)[1])
+    if evaluation == "cross-validation":
+        ds = merged(ds)  # every real image trains the final run and is tested once in a fold
+    target, minority = _minority(ds, cfg)
     counts = ds.train_counts()
-    target = cfg.target or max(counts)
-    minority = [i for i, n in enumerate(counts) if n < target]
 
     t = time.perf_counter()
     need = {c: target - counts[c] for c in minority}
-    balanced = synthesize(ds, need, cfg, device, report_progress)
+    balanced = synthesize(ds, need, cfg, device, report_progress)  # what balanced.zip holds
     synthetic = balanced.synthetic
     timings["gan_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    comparison = compare_classifiers(ds, balanced, target, cfg, device, report_progress)
+    cv = None
+    if evaluation == "holdout":
+        comparison = compare_classifiers(ds, balanced, target, cfg, device, report_progress)
+        scored = Scored(comparison.preds, ds.test_labels.numpy(), None, comparison, ds, synthetic)
+    else:
+        cv = cross_validate(ds, cfg.seed, lambda *fold: _fold_job(*fold, cfg, device, progress))
+        scored = Scored(cv.preds, cv.labels, cv.strata, *cv.first.extra)
     timings["classifier_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    assessed = assess(ds, synthetic, minority, comparison, cfg, report_progress)
+    assessed = assess(scored, minority, cfg, report_progress)
     timings["evaluation_seconds"] = time.perf_counter() - t
+    test_counts = np.bincount(scored.labels, minlength=len(ds.class_names)).tolist()
 
     report = {
         "dataset": {
@@ -138,11 +154,12 @@ def _run(
                 "train_count": counts[i],
                 "synthetic_count": len(synthetic.get(i, ())),
                 "repeated_real_count": len(balanced.copies.get(i, ())),
-                "test_count": ds.test_counts()[i],
+                "test_count": test_counts[i],
             }
             for i, name in enumerate(ds.class_names)
         ],
         "target": target,
+        "evaluation": report_section(evaluation, why, cv),
         "classifier_augmentation": augmentation_report(cfg.classifier_augment),
         **assessed.sections,
         "gan": balanced.info,
@@ -222,23 +239,30 @@ class Assessment:
     quality: QualityResult
 
 
-def assess(
-    ds: ImageDataset,
-    synthetic: dict[int, torch.Tensor],
-    minority: list[int],
-    comparison: Comparison,
-    cfg: RunConfig,
-    progress,
-) -> Assessment:
+@dataclass
+class Scored:
+    """Test predictions to assess, and what the quality figures are computed on."""
+
+    preds: np.ndarray  # int [M, T]: every (method, seed) member's prediction of every test image
+    labels: np.ndarray  # [T]
+    strata: np.ndarray | None  # [T] bootstrap strata (cross-validation: fold x class)
+    comparison: Comparison  # whose baseline judges the generated images (holdout: the job's)
+    ds: ImageDataset  # whose training and test images the quality figures use
+    synthetic: dict[int, torch.Tensor]  # the generated images those figures are of
+
+
+def assess(scored: Scored, minority: list[int], cfg: RunConfig, progress) -> Assessment:
     """Figures with bootstrap intervals, verdicts per minority class, GAN sample quality."""
+    ds, synthetic, comparison = scored.ds, scored.synthetic, scored.comparison
     methods, comparisons, stats = evaluate_with_intervals(
-        comparison.preds,
-        ds.test_labels.numpy(),
+        scored.preds,
+        scored.labels,
         comparison.method_of,
         comparison.seed_of,
         ds.class_names,
         [c for c in minority if c in synthetic],
         seed=cfg.seed,
+        strata=scored.strata,
     )
     progress("evaluating", 0.5)
     images = {
@@ -262,6 +286,38 @@ def assess(
         "quality_method": method_description(),
     }
     return Assessment(sections, quality)
+
+
+def _minority(ds: ImageDataset, cfg: RunConfig) -> tuple[int, list[int]]:
+    """(target, minority classes) of a dataset's training images."""
+    counts = ds.train_counts()
+    target = cfg.target or max(counts)
+    return target, [i for i, n in enumerate(counts) if n < target]
+
+
+def _fold_job(fold: ImageDataset, f: int, k: int, cfg: RunConfig, device, progress) -> FoldResult:
+    """The whole job on one fold's training images; predictions of its test images.
+
+    Its progress is the training_classifier stage's, fold by fold."""
+
+    def fold_progress(stage: str, fraction: float) -> None:
+        lo, hi = STAGE_SPANS[stage]
+        within = (lo + (hi - lo) * min(max(fraction, 0.0), 1.0) - 0.05) / 0.9  # 0..1 in the fold
+        if progress is not None and stage in ("training_gan", "training_classifier"):
+            span_lo, span_hi = STAGE_SPANS["training_classifier"]
+            progress("training_classifier", span_lo + (span_hi - span_lo) * (f + within) / k)
+
+    target, minority = _minority(fold, cfg)
+    counts = fold.train_counts()
+    need = {c: target - counts[c] for c in minority}
+    balanced = synthesize(fold, need, cfg, device, fold_progress)
+    comparison = compare_classifiers(fold, balanced, target, cfg, device, fold_progress)
+    return FoldResult(
+        comparison.preds,
+        comparison.method_of,
+        comparison.seed_of,
+        extra=(comparison, fold, balanced.synthetic),
+    )
 
 
 def write_outputs(

@@ -22,6 +22,7 @@ own.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -54,17 +55,21 @@ def bootstrap_methods(
     num_classes: int,
     draws: int = DRAWS,
     seed: int = 0,
+    strata: np.ndarray | None = None,
 ) -> dict[str, MethodDraws]:
     """Bootstrap every method's figures; preds: [M, T] predictions of M (method, seed) members.
 
-    Every method must have been trained with the same seed indices (paired design).
+    Every method must have been trained with the same seed indices (paired design). strata:
+    a group per test image that images are resampled within (None: their class; a finer
+    grouping such as fold x class keeps each fold's share of every class).
     """
     preds, y_true = np.asarray(preds), np.asarray(y_true)
     seeds = _seed_table(method_of, seed_of)  # method -> member index per seed index
     n_seeds = len(next(iter(seeds.values())))
     img_rng, seed_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     seed_draws = seed_rng.integers(0, n_seeds, size=(draws, n_seeds))  # [B, S]
-    per_member = _resampled_figures(preds, y_true, num_classes, draws, img_rng)  # [M, B, ...]
+    groups = y_true if strata is None else np.asarray(strata)
+    per_member = _resampled_figures(preds, y_true, num_classes, draws, img_rng, groups)
     out = {}
     for method, members in seeds.items():
         # v[members][s] = seed s's figure in every draw; pick the drawn seeds and average them.
@@ -94,6 +99,37 @@ def wilson_interval(p: np.ndarray, n: np.ndarray, level: float = LEVEL) -> np.nd
         centre = (p + z * z / (2 * n)) / denom
         half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return np.stack([centre - half, centre + half])
+
+
+def sign_test(diff: np.ndarray) -> float:
+    """Two-sided exact sign test: p-value that per-image differences (ties dropped) lean one
+    way by chance alone."""
+    pos, neg = int((diff > 0).sum()), int((diff < 0).sum())
+    n = pos + neg
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(pos, neg) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def small_sample_verdict(diff: np.ndarray) -> tuple[str, str]:
+    """(verdict, note) for a class with fewer than MIN_TEST_IMAGES test images.
+
+    diff: per test image of the class, the gan method's share of seeds that got it right minus
+    the other method's. The bootstrap interval is not trusted with so few images (it collapses
+    when every image is right or wrong), so the verdict comes from an exact two-sided sign test
+    over the images the two methods disagree on: `helped` or `hurt` only at p < 0.05 (at
+    least 6 disagreements, all one way)."""
+    p = sign_test(diff)
+    word = "no clear difference"
+    if p < 1 - LEVEL:
+        word = "helped" if (diff > 0).sum() > (diff < 0).sum() else "hurt"
+    note = (
+        f"only {len(diff)} test image(s) of this class: the verdict comes from an exact sign "
+        f"test over the {int((diff != 0).sum())} image(s) the methods disagree on (p = {p:.3f}), "
+        f"not from the bootstrap interval (which needs at least {MIN_TEST_IMAGES})"
+    )
+    return word, note
 
 
 def verdict(lo: float, hi: float, test_count: int) -> tuple[str, str | None]:
@@ -134,7 +170,12 @@ def _seed_table(method_of: list[str], seed_of: list[int]) -> dict[str, np.ndarra
 
 
 def _resampled_figures(
-    preds: np.ndarray, y_true: np.ndarray, k: int, draws: int, rng: np.random.Generator
+    preds: np.ndarray,
+    y_true: np.ndarray,
+    k: int,
+    draws: int,
+    rng: np.random.Generator,
+    groups: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Every member's figures on every stratified resample: name -> [M, B, ...].
 
@@ -143,14 +184,14 @@ def _resampled_figures(
     """
     m, t = preds.shape
     codes = y_true[None, :] * k + preds  # [M, T]: (true, predicted) cell of each prediction
-    by_class = [np.flatnonzero(y_true == c) for c in range(k) if (y_true == c).any()]
+    by_class = [np.flatnonzero(groups == g) for g in np.unique(groups)]  # resampled within
     out: dict[str, np.ndarray] = {}
     chunk = max(1, _CHUNK_ELEMENTS // max(t, k * k, 1))
     for start in range(0, draws, chunk):
         b = min(chunk, draws - start)
         idx = np.concatenate(
             [ids[rng.integers(0, len(ids), size=(b, len(ids)))] for ids in by_class], axis=1
-        )  # [b, T]: each class resampled within itself
+        )  # [b, T]: each group (class, or fold x class) resampled within itself
         offset = (np.arange(b) * k * k)[:, None]
         for j in range(m):
             flat = (codes[j][idx] + offset).ravel()

@@ -10,6 +10,8 @@ from pipeline.statistics import (
     MIN_TEST_IMAGES,
     bootstrap_methods,
     percentile_interval,
+    sign_test,
+    small_sample_verdict,
     verdict,
     wilson_interval,
 )
@@ -162,11 +164,28 @@ def test_classes_with_few_test_images_are_named_in_the_notes():
     assert any("class(es) tiny:" in n for n in info["notes"])
 
 
-def test_too_few_test_images_withholds_the_verdict():
-    c = comparison(1.0, 0.0, 10)  # 10/10 against 0/10: the interval is [1, 1]
+def test_few_test_images_get_a_sign_test_verdict_not_the_collapsed_interval():
+    c = comparison(1.0, 0.0, 10)  # 10/10 against 0/10: the bootstrap interval is [1, 1]
     assert c["difference_ci95"] == [1.0, 1.0]
-    assert c["verdict"] == "no clear difference"
-    assert "too small to tell" in c["note"]
+    # 10 disagreements, all for gan: exact two-sided sign test p = 2 / 2**10.
+    assert c["verdict"] == "helped" and "sign test" in c["note"] and "p = 0.002" in c["note"]
+
+
+@pytest.mark.parametrize(
+    "diff,expected,p",
+    [
+        ([1, 1, 1, 1, 1, 1], "helped", 0.031),  # 6 of 6 one way: p = 2 / 64
+        ([1, 1, 1, 1, 1, 0], "no clear difference", 0.062),  # 5 disagreements cannot decide
+        ([-1, -1, -1, -1, -1, -1, -1], "hurt", 0.016),  # 7 of 7 the other way
+        ([-1, -1, -1, -1, -1, -1, -1, 0.5], "no clear difference", 0.070),  # 7 against 1
+        ([1, -1, 1, -1, 1, 1], "no clear difference", 0.688),
+        ([0, 0, 0], "no clear difference", 1.0),
+    ],
+)
+def test_sign_test_verdict(diff, expected, p):
+    word, note = small_sample_verdict(np.array(diff, dtype=float))
+    assert word == expected and "sign test" in note
+    assert sign_test(np.array(diff, dtype=float)) == pytest.approx(p, abs=1e-3)
 
 
 @pytest.mark.parametrize(

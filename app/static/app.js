@@ -101,6 +101,8 @@ function collectConfig() {
   if (augment) config.classifier_augment = augment;
   const generator = $("opt-generator").value;
   if (generator) config.generator = generator;
+  const evaluation = $("opt-evaluation").value;
+  if (evaluation) config.evaluation = evaluation;
   for (const name of [...INT_OPTIONS, ...FLOAT_OPTIONS]) {
     const raw = $(`opt-${name}`).value.trim();
     if (raw === "") continue;

@@ -39,10 +39,8 @@ FAST_RECOVERY = {
 TINY = {"preset": "quick", "gan_iterations": 1, "epochs": 1, "seeds": 1, "gan_width": 8}
 # GAN training that reports every iteration, long enough to be caught in the act.
 TRAINING = {**TINY, "gan_iterations": 30, "gan_batch": 8, "progress_every": 1}
-# Far more GAN work than any test waits for. "per-class": a DCGAN per minority class, which
-# runs gan_iterations. Under "auto" a class with fewer than transfer_below (10) training images,
-# as in the small test datasets, gets the transfer generator instead, which ignores
-# gan_iterations and ends within seconds.
+# Far more GAN work than any test waits for. "per-class": a DCGAN per minority class (and per
+# proxy world), which runs gan_iterations, with no other generator to fit first.
 ENDLESS = {**TRAINING, "gan_iterations": 500_000, "generator": "per-class"}
 
 
