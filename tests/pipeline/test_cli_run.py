@@ -148,6 +148,7 @@ def test_rgb_split_layout_with_target(tmp_path):
     files = class_folder_files({"x": 20, "y": 8}, fmt="JPEG", mode="RGB", size=(40, 30))
     dataset = write_zip(tmp_path / "rgb.zip", files)
     args = ["--test-fraction", "0.25", "--target", "20", "--image-size", "32"]
+    args += ["--evaluation", "holdout"]  # y's 2 held-out images would make auto cross-validate
     proc = balancer("run", str(dataset), "--out", str(tmp_path / "o"), *FAST, *args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "o" / "report.json").read_text())

@@ -36,7 +36,14 @@ FAST_RECOVERY = {
     "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
 }
 # The smallest real job: a tiny GAN and one classifier epoch.
-TINY = {"preset": "quick", "gan_iterations": 1, "epochs": 1, "seeds": 1, "gan_width": 8}
+TINY = {
+    "preset": "quick",
+    "gan_iterations": 1,
+    "epochs": 1,
+    "seeds": 1,
+    "gan_width": 8,
+    "evaluation": "holdout",  # one run a job (cross-validation: tests/pipeline/test_crossval.py)
+}
 # GAN training that reports every iteration, long enough to be caught in the act.
 TRAINING = {**TINY, "gan_iterations": 30, "gan_batch": 8, "progress_every": 1}
 # Far more GAN work than any test waits for. "per-class": a DCGAN per minority class (and per

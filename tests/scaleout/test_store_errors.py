@@ -26,7 +26,14 @@ from tests.service.datasets import make_zip
 from .s3servers import BUCKET, RcloneS3, S3Server
 
 pytestmark = pytest.mark.timeout(120)
-TINY = {"preset": "quick", "gan_iterations": 1, "epochs": 1, "seeds": 1, "gan_width": 8}
+TINY = {
+    "preset": "quick",
+    "gan_iterations": 1,
+    "epochs": 1,
+    "seeds": 1,
+    "gan_width": 8,
+    "evaluation": "holdout",  # one run a job (cross-validation: tests/pipeline/test_crossval.py)
+}
 FAULTS = {
     "wrong-credentials": ({"AWS_SECRET_ACCESS_KEY": "wrong"}, BUCKET, "refused our credentials"),
     "missing-bucket": ({}, "no-such-bucket", "the bucket 'no-such-bucket' does not exist"),

@@ -248,7 +248,9 @@ def _wait(check: Callable[[], bool], what: str, svc: Service) -> None:
 
 # --- shared by the service test modules ------------------------------------------------------
 
-QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1}
+# evaluation holdout: these tests are of the service; tests/pipeline/test_crossval.py covers
+# the cross-validation that "auto" would choose for these small flat zips (5 runs a job).
+QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1, "evaluation": "holdout"}
 # Far more GAN work than the tests wait for: the job is surely still running when cancelled.
 # Small GAN batches and frequent progress callbacks: the worker gets to check for a cancel
 # often, even on a loaded 2-core CI machine.
