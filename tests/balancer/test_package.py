@@ -54,10 +54,14 @@ def test_run_balances_a_zip_with_run_config_options(tmp_path):
         epochs=1,
         seeds=1,
         device="cpu",
+        evaluation="holdout",
     )
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["classes"] == report["classes"]
-    counts = {c["name"]: c["train_count"] + c["synthetic_count"] for c in report["classes"]}
+    counts = {
+        c["name"]: c["train_count"] + c["synthetic_count"] + c["repeated_real_count"]
+        for c in report["classes"]
+    }
     assert counts == {"a": 16, "b": 16}  # 20 % of each class held out, b balanced to a
     assert report["config"]["gan_iterations"] == 20 and report["config"]["seeds"] == 1
     assert stages[0] == "validating" and stages[-1] == "packaging"

@@ -222,7 +222,13 @@ def test_transfer_generator_run_on_digits(tmp_path):
     # One thread: on a busy 2-core machine two threads made the registration 5x slower.
     one_thread = {"OMP_NUM_THREADS": "1"}
     proc = balancer(
-        "run", str(dataset), "--out", str(out), *fast, "--generator", "transfer", env=one_thread
+        "run",
+        str(dataset),
+        "--out",
+        str(out),
+        *fast,
+        *("--generator", "transfer", "--synthetic-share", "1"),
+        env=one_thread,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -230,18 +236,20 @@ def test_transfer_generator_run_on_digits(tmp_path):
     assert set(report["gan"]) == {"2", "3"}
     for name, need in (("2", 37), ("3", 32)):
         info = report["gan"][name]
-        assert info["generator"] == "transfer"
-        assert info["generator_reason"] == "asked for (generator transfer)"
+        assert info["generator"] in ("transfer", "oversample")  # oversample: none passed
+        assert info["generator_reason"] == "asked for (generator transfer, share 1)"
         f = info["filter"]
-        assert f["candidates"] == 3 * need and f["kept"] == need
+        assert f["candidates"] == 3 * need and f["kept"] + f["fallback_real"] == need
         assert f["candidates"] == f["rejected_label"] + f["rejected_copy"] + f["passed"]
+        assert info["synthetic"] == f["kept"] and info["repeated_real"] == f["fallback_real"]
         assert info["variation_model"]["pairs"] == 256  # the quick preset's
         assert len(info["variation_model"]["registration_loss"]) == 100
-    rows = {c["name"]: c["synthetic_count"] for c in report["classes"]}
+    rows = {c["name"]: c["synthetic_count"] + c["repeated_real_count"] for c in report["classes"]}
     assert rows == {"1": 0, "2": 37, "3": 32}
     html = (out / "report.html").read_text()
     table = html[html.index('<table id="generators-table">') :]
     table = table[: table.index("</table>")]
     for name, need in (("2", 37), ("3", 32)):
-        row = f'<td class="l">{name}</td><td class="l">transfer</td>'
+        generator = report["gan"][name]["generator"]
+        row = f'<td class="l">{name}</td><td class="l">{generator}</td>'
         assert row in table and f"<td>{3 * need}</td>" in table
