@@ -21,7 +21,16 @@ from sklearn.utils._param_validation import InvalidParameterError
 from balancer import GANOverSampler
 from tests.conftest import CUDA_SKIP_REASON
 
-FAST = {"gan_iterations": 20, "preset": "quick", "device": "cpu", "random_state": 0}
+# per-class at share 1: no proxy test (the contract checks call fit_resample many times);
+# test_string_labels_and_fitted_attributes runs the default auto.
+FAST = {
+    "gan_iterations": 20,
+    "preset": "quick",
+    "device": "cpu",
+    "random_state": 0,
+    "generator": "per-class",
+    "synthetic_share": 1.0,
+}
 
 
 def sampler(**params) -> GANOverSampler:
@@ -128,7 +137,7 @@ def test_float_strategy_on_two_classes(digits):
 def test_string_labels_and_fitted_attributes(digits):
     X, y = digits
     names = np.array(["zero", "one", "two"], dtype=object)[y]
-    s = sampler()
+    s = sampler(generator="auto", synthetic_share="auto")
     X_res, y_res = s.fit_resample(X, names)
     assert Counter(y_res.tolist()) == {"zero": 40, "one": 40, "two": 40}
     assert s.sampling_strategy_ == {"one": 28, "two": 34}
