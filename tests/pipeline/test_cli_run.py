@@ -187,7 +187,8 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, files, message):
 def test_classifier_augment_none_is_recorded(tmp_path):
     dataset = write_zip(tmp_path / "d.zip", class_folder_files({"a": 12, "b": 4}))
     out = tmp_path / "o"
-    proc = balancer("run", str(dataset), "--out", str(out), *FAST, "--classifier-augment", "none")
+    args = ["--classifier-augment", "none", "--evaluation", "holdout"]  # one run, not 5 folds
+    proc = balancer("run", str(dataset), "--out", str(out), *FAST, *args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["classifier_augment"] == "none"
