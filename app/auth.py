@@ -160,18 +160,18 @@ def upload_too_large(limit: int, size: int | None = None) -> ProblemError:
 
 
 class UploadGate:
-    """Check the key, the owner's active-job limit and the declared size of an upload before
-    its body is read: FastAPI reads a form body before it resolves dependencies, so without
-    this an anonymous client could make the server spool a whole upload to disk. The route
-    checks all of it again (and the size of uploads sent without a Content-Length); this only
-    answers earlier. If the database fails here, the request goes on to the route, whose
+    """Check the key, the owner's active-job limit (for a job) and the declared size of an
+    upload before its body is read: FastAPI reads a form body before it resolves dependencies,
+    so without this an anonymous client could make the server spool a whole upload to disk.
+    The route checks all of it again (and the size of uploads sent without a Content-Length);
+    this only answers earlier. If the database fails here, the request goes on to the route, whose
     error handling answers it."""
 
-    def __init__(self, app: ASGIApp, path: str) -> None:
-        self.app, self.path = app, path
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], job_paths: tuple[str, ...]) -> None:
+        self.app, self.paths, self.job_paths = app, paths, job_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
             request = Request(scope)
             try:
                 refusal = await run_in_threadpool(self._refusal, request)
@@ -192,7 +192,8 @@ class UploadGate:
                 owner = authenticate(session, key) if key else None
                 if owner is None:
                     raise unauthorized(bool(key))
-                check_active_jobs(session, state.settings, owner)
+                if request.url.path in self.job_paths:  # a dataset upload starts no job
+                    check_active_jobs(session, state.settings, owner)
             length = request.headers.get("content-length", "")
             limit = state.settings.max_upload_bytes_for(owner)
             if length.isdigit() and int(length) > limit + ENVELOPE_SLACK:

@@ -25,12 +25,12 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, path: str, limit: int) -> None:
-        self.app, self.path, self.limit = app, path, limit
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...], limit: int) -> None:
+        self.app, self.paths, self.limit = app, paths, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (
-            scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths
         ):
             await self.app(scope, receive, send)
             return

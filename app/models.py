@@ -1,6 +1,7 @@
-"""Tables: `jobs` (the authority on a job's state), `class_reports` (per-class figures),
-`artifacts` (where a succeeded job's files are stored) and `api_keys` (hashed client keys; a
-key's owner owns the jobs made with it)."""
+"""Tables: `jobs` (the authority on a job's state), `datasets` (uploaded datasets that jobs
+run on), `class_reports` (per-class figures), `artifacts` (where a succeeded job's files are
+stored) and `api_keys` (hashed client keys; a key's owner owns the jobs and datasets made
+with it)."""
 
 from __future__ import annotations
 
@@ -99,6 +100,10 @@ class Job(Base):
     # When the job's message was last handed to the broker: the sweeper sends it again if no
     # worker claimed the job long after (a broker that lost its messages).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    # The dataset the job runs on: a `datasets` row's id, or a built-in dataset's name
+    # (pipeline/builtin_datasets.py), so no foreign key. None: a job from before datasets,
+    # whose upload sits with the job (app/storage.py).
+    dataset_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     class_reports: Mapped[list[ClassReport]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -106,6 +111,22 @@ class Job(Base):
     artifacts: Mapped[list[Artifact]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+class Dataset(Base):
+    """An uploaded dataset, checked at upload and stored (app/storage.py) for any number of
+    jobs. `summary` is what the upload check found (app/dataset_store.py): classes, counts
+    per class and split, image sizes and mode, warnings."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    owner: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str] = mapped_column(Text)  # the uploaded file's name, for people
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class Artifact(Base):

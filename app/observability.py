@@ -45,11 +45,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import job_metrics
+from app import dataset_store, job_metrics
 from app.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
-UPLOAD_PATH = "/v1/jobs"
+UPLOAD_PATHS = ("/v1/jobs", "/v1/datasets")
 OUTCOMES = ("succeeded", "failed", "canceled")
 # Latency of API answers: milliseconds for status reads, seconds for uploads, the whole stream
 # for /events (a route of its own, so it does not blur the others).
@@ -117,6 +117,13 @@ class JobsCollector(Collector):
             "balancer_oldest_queued_job_age_seconds",
             "How long the oldest queued job has waited (0 when none waits)",
             value=max(age, 0.0),
+        )
+        count, size = dataset_store.totals(session)
+        yield GaugeMetricFamily(
+            "balancer_datasets", "Uploaded datasets (built-in ones not counted)", value=count
+        )
+        yield GaugeMetricFamily(
+            "balancer_dataset_bytes", "Stored bytes of the uploaded datasets", value=size
         )
         yield from _totals(job_metrics.read_totals(session))
 
@@ -190,7 +197,8 @@ class RequestMetrics:
         )
         self.upload_bytes = Counter(
             "balancer_upload_bytes_total",
-            "Body bytes received by POST /v1/jobs, by whether the upload was accepted",
+            "Body bytes received by POST /v1/jobs and /v1/datasets, by whether the upload was "
+            "accepted",
             ["outcome"],
             registry=registry,
         )
@@ -211,8 +219,8 @@ class RequestMetrics:
         route = scope.get("route")
         if route is not None and isinstance(getattr(route, "path", None), str):
             return route.path
-        if scope["path"] == UPLOAD_PATH:  # answered before routing, by the upload gates
-            return UPLOAD_PATH
+        if scope["path"] in UPLOAD_PATHS:  # answered before routing, by the upload gates
+            return scope["path"]
         return "unmatched"  # unknown paths: one label, whatever was asked
 
 
@@ -221,7 +229,7 @@ class _Exchange:
 
     def __init__(self, owner: RequestMetrics, scope: Scope, receive: Receive, send: Send) -> None:
         self.owner, self.scope, self._receive, self._send = owner, scope, receive, send
-        self.upload = scope["method"] == "POST" and scope["path"] == UPLOAD_PATH
+        self.upload = scope["method"] == "POST" and scope["path"] in UPLOAD_PATHS
         self.status = 500  # if the app raises before answering
         self.received = 0
         self.error_body: list[bytes] = []

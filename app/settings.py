@@ -124,9 +124,20 @@ class Settings(BaseSettings):
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Uploaded datasets (local files) or their staging (object store)."""
+        return self.data_dir / "datasets"
+
+    @property
+    def builtin_dir(self) -> Path:
+        """This host's copies of the built-in datasets (pipeline/builtin_datasets.py)."""
+        return self.data_dir / "builtin"
+
     def ensure_dirs(self) -> None:
         """SQLite files and job folders need their parent folder to exist."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
 
     def archive_limits(self) -> ArchiveLimits:
         from pipeline.archive import ArchiveLimits  # here: the settings stay free of Pillow

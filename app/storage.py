@@ -1,12 +1,14 @@
 """Where uploads and job outputs live: one interface, two backends.
 
-- LocalStorage (BALANCER_STORAGE_URL unset): files under DATA_DIR/jobs/<job id>/, a folder
-  that the API and every worker share (one host, or a shared volume).
+- LocalStorage (BALANCER_STORAGE_URL unset): files under DATA_DIR/jobs/<job id>/ and datasets
+  in DATA_DIR/datasets/<dataset id>.zip, folders that the API and every worker share (one
+  host, or a shared volume).
 - S3Storage (`s3://BUCKET/PREFIX`, app/storage_s3.py): an object store that every host
   reaches; each host's DATA_DIR is only scratch space.
 
 The API stages an upload in its DATA_DIR (save_upload), checks it, then hands it to the store
-(keep_upload). A worker asks for a local copy (fetch_upload), writes the outputs into an
+(keep_upload); a dataset likewise (stage_dataset, keep_dataset), and a job's worker reads it
+with fetch_dataset. A worker asks for a local copy (fetch_upload), writes the outputs into an
 attempt folder, and hands them over (publish) before the job is marked succeeded. Paths and
 keys come from the job id only, never from anything the client sent.
 
@@ -32,6 +34,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 UPLOAD_NAME = "upload.zip"
+DATASETS_DIR = "datasets"
 OUT_DIR = "out"
 ATTEMPT_PREFIX = "attempt-"
 HASH_CHUNK = 1024**2
@@ -80,6 +83,16 @@ class Storage(Protocol):
     def fetch_upload(self, job_id: uuid.UUID, attempt: int) -> Path:
         """A local path of the job's upload, for the pipeline to read."""
 
+    def keep_dataset(self, dataset_id: uuid.UUID, staged: Path) -> None:
+        """The staged dataset (stage_dataset) passed the checks: store it for the workers."""
+
+    def fetch_dataset(self, dataset_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> Path:
+        """A local path of the dataset, for the job's attempt to read (released with the
+        attempt's scratch)."""
+
+    def delete_dataset(self, dataset_id: uuid.UUID) -> None:
+        """Remove the stored dataset (best effort)."""
+
     def publish(self, job_id: uuid.UUID, work: Path, still_ours: StillOurs) -> list[StoredArtifact]:
         """Store the attempt's complete outputs (the folder `work`) as the job's results."""
 
@@ -126,7 +139,7 @@ def _open(
     presign_expires_s: int,
 ) -> Storage:
     if not url:
-        return LocalStorage(data_dir / "jobs")
+        return LocalStorage(data_dir / "jobs", data_dir / DATASETS_DIR)
     from app.storage_s3 import S3Storage  # boto3 is loaded only when it is used
 
     return S3Storage(url, data_dir / "jobs", endpoint, public_endpoint, presign, presign_expires_s)
@@ -151,9 +164,23 @@ def attempt_dir(settings: Settings, job_id: uuid.UUID, attempt: int) -> Path:
     return job_dir(settings, job_id) / f"{ATTEMPT_PREFIX}{attempt}"
 
 
+def dataset_path(settings: Settings, dataset_id: uuid.UUID) -> Path:
+    """Where the API stages a dataset upload (and, for local files, where it stays)."""
+    return settings.data_dir / DATASETS_DIR / f"{dataset_id}.zip"
+
+
 def save_upload(settings: Settings, job_id: uuid.UUID, source: BinaryIO) -> int:
     """Stage the upload in the job folder chunk by chunk; raise UploadTooLarge past the limit."""
-    target = upload_path(settings, job_id)
+    return save_stream(settings, upload_path(settings, job_id), source)
+
+
+def stage_dataset(settings: Settings, dataset_id: uuid.UUID, source: BinaryIO) -> int:
+    """Stage a dataset upload chunk by chunk; raise UploadTooLarge past the limit."""
+    return save_stream(settings, dataset_path(settings, dataset_id), source)
+
+
+def save_stream(settings: Settings, target: Path, source: BinaryIO) -> int:
+    """Write `source` to `target` chunk by chunk; raise UploadTooLarge past the limit."""
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with target.open("wb") as out:
@@ -208,9 +235,9 @@ class LocalStorage:
     An attempt's folder is renamed to out/ only when complete, so a half-written attempt
     never looks finished."""
 
-    def __init__(self, jobs_dir: Path) -> None:
-        self.jobs_dir = jobs_dir
-        self.description = f"local files in {jobs_dir}"
+    def __init__(self, jobs_dir: Path, datasets_dir: Path) -> None:
+        self.jobs_dir, self.datasets_dir = jobs_dir, datasets_dir
+        self.description = f"local files in {jobs_dir.parent}"
 
     def _job(self, job_id: uuid.UUID) -> Path:
         return self.jobs_dir / str(job_id)
@@ -220,6 +247,18 @@ class LocalStorage:
 
     def fetch_upload(self, job_id: uuid.UUID, attempt: int) -> Path:
         return self._job(job_id) / UPLOAD_NAME
+
+    def keep_dataset(self, dataset_id: uuid.UUID, staged: Path) -> None:
+        pass  # staged where the workers read it
+
+    def fetch_dataset(self, dataset_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> Path:
+        path = self.datasets_dir / f"{dataset_id}.zip"
+        if not path.is_file():
+            raise StorageUnavailable(f"the dataset {dataset_id} is missing from {path.parent}")
+        return path
+
+    def delete_dataset(self, dataset_id: uuid.UUID) -> None:
+        (self.datasets_dir / f"{dataset_id}.zip").unlink(missing_ok=True)
 
     def publish(self, job_id: uuid.UUID, work: Path, still_ours: StillOurs) -> list[StoredArtifact]:
         """Replace out/ with this attempt's outputs. An out/ can only be left over from an
@@ -267,6 +306,7 @@ class LocalStorage:
     def create_if_missing(self) -> bool:
         created = not self.jobs_dir.is_dir()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
         return created
 
 

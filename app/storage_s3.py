@@ -2,6 +2,7 @@
 
 Keys, under the URL's prefix:
     uploads/<job id>.zip        the accepted upload, stored by the API after its checks
+    datasets/<dataset id>.zip   an uploaded dataset, stored by the API after its checks
     jobs/<job id>/<name>        the outputs of the job's successful attempt
 
 A retried attempt writes the same keys. The job turns succeeded only after every output is
@@ -111,6 +112,9 @@ class S3Storage:
     def upload_key(self, job_id: uuid.UUID) -> str:
         return f"{self.prefix}uploads/{job_id}.zip"
 
+    def dataset_key(self, dataset_id: uuid.UUID) -> str:
+        return f"{self.prefix}datasets/{dataset_id}.zip"
+
     def output_prefix(self, job_id: uuid.UUID) -> str:
         return f"{self.prefix}jobs/{job_id}/"
 
@@ -129,12 +133,31 @@ class S3Storage:
         shutil.rmtree(self._scratch_job(job_id), ignore_errors=True)
 
     def fetch_upload(self, job_id: uuid.UUID, attempt: int) -> Path:
+        return self._fetch(self.upload_key(job_id), job_id, attempt, "the upload")
+
+    def keep_dataset(self, dataset_id: uuid.UUID, staged: Path) -> None:
+        with self._errors("storing the dataset"):
+            self.client.upload_file(
+                str(staged), self.bucket, self.dataset_key(dataset_id), Config=self.transfer,
+                ExtraArgs={"ContentType": "application/zip"},
+            )  # fmt: skip
+        staged.unlink(missing_ok=True)
+
+    def fetch_dataset(self, dataset_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> Path:
+        return self._fetch(self.dataset_key(dataset_id), job_id, attempt, "the dataset")
+
+    def delete_dataset(self, dataset_id: uuid.UUID) -> None:
+        try:
+            self._delete_keys([self.dataset_key(dataset_id)])
+        except StorageUnavailable as exc:
+            log.warning("dataset %s: could not delete its stored zip: %s", dataset_id, exc)
+
+    def _fetch(self, key: str, job_id: uuid.UUID, attempt: int, what: str) -> Path:
+        """A copy of `key` in the attempt's scratch, removed by release_scratch."""
         target = self._scratch_job(job_id) / f"{ATTEMPT_PREFIX}{attempt}.zip"
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._errors("fetching the upload"):
-            self.client.download_file(
-                self.bucket, self.upload_key(job_id), str(target), Config=self.transfer
-            )
+        with self._errors(f"fetching {what}"):
+            self.client.download_file(self.bucket, key, str(target), Config=self.transfer)
         return target
 
     def publish(self, job_id: uuid.UUID, work: Path, still_ours: StillOurs) -> list[StoredArtifact]:

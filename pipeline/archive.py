@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -446,13 +446,16 @@ def _ends_with_zip(data: bytes) -> bool:
 
 def scan_entries(
     zf: CheckedZipFile, entries: list[zipfile.ZipInfo], limits: ArchiveLimits | None = None
-) -> None:
+) -> dict[str, ImageHeader]:
     """Read every entry once (capped, size and CRC checked, no nested archives) and check each
-    image's header, without decoding pixels: the upload-time check of what the worker reads."""
+    image's header, without decoding pixels: the upload-time check of what the worker reads.
+    Returns each image's header."""
+    headers = {}
     for info in entries:
         data = zf.read(info)
         if is_image_name(info.filename):
-            check_image_header(data, info.filename, limits)
+            headers[info.filename] = check_image_header(data, info.filename, limits)
+    return headers
 
 
 def file_entries(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -475,13 +478,19 @@ def is_image_name(name: str) -> bool:
 # --- images --------------------------------------------------------------------------------
 
 
-def check_image_header(data: bytes, entry: str, limits: ArchiveLimits | None = None) -> None:
+class ImageHeader(NamedTuple):
+    width: int
+    height: int
+    grayscale: bool  # decoded as 'L', else as 'RGB' (decode_image)
+
+
+def check_image_header(data: bytes, entry: str, limits: ArchiveLimits | None = None) -> ImageHeader:
     """What an image's header declares, without decoding its pixels (cheap enough for every
     image of an upload): not empty, PNG, JPEG or BMP by content, one frame, and at most the
     pixel limit (Pillow's decompression-bomb limits too). A truncated or corrupt body passes
-    here and is refused by `decode_image`."""
-    with _opened_image(data, entry, limits or DEFAULT_LIMITS):
-        pass
+    here and is refused by `decode_image`. Returns its size and whether it is grayscale."""
+    with _opened_image(data, entry, limits or DEFAULT_LIMITS) as img:
+        return ImageHeader(img.width, img.height, _is_grayscale_mode(img.mode))
 
 
 def decode_image(data: bytes, entry: str, limits: ArchiveLimits | None = None) -> Image.Image:

@@ -70,7 +70,7 @@ def load_dataset(
         test_images=test_x,
         test_labels=test_y,
         test_source=layout.test_source,
-        warnings=_skipped_warning(layout.skipped),
+        warnings=_skipped_warning(layout.skipped) + layout.warnings,
         test_entries=[name for _, _, name in test],
     )
 

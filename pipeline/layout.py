@@ -2,10 +2,12 @@
 
 Imports no torch, so the HTTP layer can check an upload's structure cheaply.
 
-Accepted layouts (one wrapping top-level folder is allowed around either):
+Accepted layouts (one wrapping top-level folder is allowed around each):
   <class>/<image>                          -> a stratified test split is made (test_source="split")
   train/<class>/<image> [test/<class>/...] -> test/ is the held-out set (test_source="explicit");
                                               without test/, a split is made from train/
+  labels.csv + images                      -> rows `file,label[,split]` (pipeline/csv_labels.py);
+                                              rows with split=test are the held-out set
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.archive import ArchiveLimits, file_entries, is_image_name, open_zip, scan_entries
+from pipeline.archive import (
+    ArchiveLimits,
+    CheckedZipFile,
+    ImageHeader,
+    file_entries,
+    is_image_name,
+    open_zip,
+    scan_entries,
+)
+from pipeline.csv_labels import find_labels, read_csv_layout
 from pipeline.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -33,6 +44,10 @@ class DatasetLayout:
     test: dict[str, list[str]]  # class -> entry names (empty lists until split for "split")
     test_source: str  # "explicit" | "split"
     skipped: list[str] = field(default_factory=list)  # entries that are not images
+    source: str = "folders"  # "folders" (class folders) | "csv" (labels.csv)
+    warnings: list[str] = field(default_factory=list)  # e.g. images no labels.csv row names
+    # Each image's header (size, mode), where check_upload read them.
+    headers: dict[str, ImageHeader] = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -41,6 +56,7 @@ class DatasetLayout:
                 for c in self.class_names
             },
             "test_source": self.test_source,
+            "source": self.source,
             "skipped": len(self.skipped),
         }
 
@@ -55,7 +71,7 @@ def inspect_zip(
 ) -> DatasetLayout:
     """Cheap structural checks (no image decoding); raises DatasetError naming the problem."""
     with open_zip(path, limits) as zf:
-        return _layout(file_entries(zf), test_fraction, seed)
+        return _layout_of(zf, file_entries(zf), test_fraction, seed)
 
 
 def check_upload(
@@ -69,8 +85,8 @@ def check_upload(
     try:
         with open_zip(path, limits) as zf:
             entries = file_entries(zf)
-            layout = _layout(entries, test_fraction, seed)
-            scan_entries(zf, entries, limits)
+            layout = _layout_of(zf, entries, test_fraction, seed)
+            layout.headers = scan_entries(zf, entries, limits)
     except DatasetError:
         raise
     except Exception as exc:
@@ -79,6 +95,23 @@ def check_upload(
             f"the zip archive cannot be read ({type(exc).__name__}: {exc})",
             rule="unreadable_archive",
         ) from exc
+    return layout
+
+
+def _layout_of(
+    zf: CheckedZipFile, entries: list[zipfile.ZipInfo], test_fraction: float, seed: int
+) -> DatasetLayout:
+    """The CSV layout where the zip has a labels.csv, else the class-folder layouts."""
+    names = [e.filename for e in entries]
+    csv_entry = find_labels(names)
+    if csv_entry is None:
+        return _layout(entries, test_fraction, seed)
+    found = read_csv_layout(zf.read(csv_entry), csv_entry, names)
+    others = [n for n in names if n != csv_entry and not is_image_name(n)]
+    layout = _checked_layout(found.train, found.test, found.explicit, others, csv_entry)
+    layout.source, layout.warnings = "csv", found.warnings
+    if layout.test_source == "split":
+        _split(layout, test_fraction, seed)
     return layout
 
 
@@ -125,38 +158,45 @@ def _wrapping_folder(parts: list[list[str]]) -> bool:
     )
 
 
-def _checked_layout(train: dict, test: dict, explicit: bool, skipped: list[str]) -> DatasetLayout:
+def _checked_layout(
+    train: dict, test: dict, explicit: bool, skipped: list[str], csv_entry: str | None = None
+) -> DatasetLayout:
+    """The class checks of every layout; `csv_entry` names labels.csv in the CSV layout."""
     classes = sorted(train, key=natural_key)
     if len(classes) < 2:
         where = "train/" if explicit else "the top level"
-        raise DatasetError(
-            f"found {len(classes)} class folder(s) with images under {where}; "
-            "at least 2 classes are needed",
-            rule="too_few_classes",
-        )
+        found = f"found {len(classes)} class folder(s) with images under {where}"
+        if csv_entry:
+            found = f"{csv_entry} names {len(classes)} label(s) of training images"
+        raise DatasetError(f"{found}; at least 2 classes are needed", rule="too_few_classes")
     for c in sorted(set(test) - set(train), key=natural_key):
+        text = f"test/{c}/ has images but train/{c}/ does not"
+        if csv_entry:
+            text = f"label {c!r} has rows with split=test but none with split=train"
         raise DatasetError(
-            f"test/{c}/ has images but train/{c}/ does not; every test class needs training images",
+            f"{text}; every test class needs training images",
             rule="class_without_train",
-            entry=f"test/{c}/",
+            entry=csv_entry or f"test/{c}/",
         )
     has_test = explicit and bool(test)
     if has_test:
         for c in classes:
             if not test.get(c):
+                where = f"rows with split=test in {csv_entry}" if csv_entry else f"test/{c}/"
                 raise DatasetError(
-                    f"class {c!r} has no test image: add images under test/{c}/",
+                    f"class {c!r} has no test image: add images under {where}",
                     rule="class_without_test",
-                    entry=f"test/{c}/",
+                    entry=csv_entry or f"test/{c}/",
                 )
     else:
         for c in classes:
             if len(train[c]) < 2:
+                explicit_test = "split=test rows" if csv_entry else "an explicit test/ folder"
                 raise DatasetError(
                     f"class {c!r} has {len(train[c])} image; at least 2 are needed to hold one out "
-                    "for testing (or give an explicit test/ folder)",
+                    f"for testing (or give {explicit_test})",
                     rule="class_without_test",
-                    entry=f"{c}/",
+                    entry=csv_entry or f"{c}/",
                 )
     return DatasetLayout(
         class_names=classes,

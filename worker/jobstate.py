@@ -42,6 +42,7 @@ class Claim:
     job_id: uuid.UUID
     attempt: int  # the fencing token
     config: dict[str, Any]
+    dataset_id: str | None = None  # None: the upload sits with the job (before datasets)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _claim(
     if started.rowcount != 1:
         log.info("job %s: claimed or canceled by someone else first", job_id)
         return None, False
-    return Claim(job_id, seen + 1, dict(job.config)), False
+    return Claim(job_id, seen + 1, dict(job.config), job.dataset_id), False
 
 
 def heartbeat(

@@ -33,6 +33,7 @@ from app.models import JobStatus
 from app.settings import Settings, get_settings
 from app.storage import (
     ATTEMPT_PREFIX,
+    Storage,
     StorageUnavailable,
     attempt_dir,
     job_dir,
@@ -40,6 +41,7 @@ from app.storage import (
     remove_stale_scratch,
     storage_for,
 )
+from pipeline.builtin_datasets import builtin_zip, is_builtin
 from pipeline.errors import DatasetError
 from worker import jobstate, observability
 from worker.celery_app import TASK_NAME, app
@@ -149,7 +151,7 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
         with keeper:
             limit = settings.job_time_limit_s
             progress = ProgressWriter(keeper, settings.progress_interval_s, limit)
-            upload = storage.fetch_upload(job_id, claim.attempt)
+            upload = _fetch_dataset(settings, storage, claim)
             report = _run_pipeline(settings, claim, work, progress, upload)
             progress.check()  # still ours, and not cancelled, before anything is published
             artifacts = storage.publish(job_id, work, progress.check)
@@ -193,6 +195,17 @@ def _run_pipeline(
         limits=settings.archive_limits(),
         outputs=_outputs,
     )
+
+
+def _fetch_dataset(settings: Settings, storage: Storage, claim: Claim) -> Path:
+    """A local path of the zip the job runs on: a built-in dataset (written on this host on
+    first use), a stored dataset, or the upload of a job from before datasets."""
+    dataset_id = claim.dataset_id
+    if dataset_id is None:
+        return storage.fetch_upload(claim.job_id, claim.attempt)
+    if is_builtin(dataset_id):
+        return builtin_zip(dataset_id, settings.builtin_dir)
+    return storage.fetch_dataset(uuid.UUID(dataset_id), claim.job_id, claim.attempt)
 
 
 def _remove_other_attempts(settings: Settings, claim: Claim) -> None:

@@ -1,25 +1,34 @@
-"""/v1/jobs: upload a dataset, follow the job, fetch its report and files, cancel or delete."""
+"""/v1/jobs: start a job on a dataset (stored, or uploaded with the job), follow it, fetch its
+report and files, cancel or delete it."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from celery import Celery
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.datastructures import UploadFile as StarletteUpload
 
-from app import crud
-from app.auth import check_active_jobs, upload_too_large
+from app import crud, dataset_store
+from app.auth import check_active_jobs
 from app.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
+from app.job_config import CONFIG_EXAMPLE, JobConfig, bad_config, parse_config
 from app.models import FINISHED, Job, JobStatus
 from app.problems import ProblemError, problem_responses
-from app.schemas import ClassRow, JobOut, JobPage
+from app.routes import datasets
+from app.schemas import ClassRow, JobOut, JobPage, JobRequest
 from app.settings import Settings
-from app.storage import UploadTooLarge, delete_job_files, save_upload, storage_for, upload_path
+from app.storage import delete_job_files
 from app.storage_http import artifact_response
+from pipeline.builtin_datasets import DEMO_MNIST
 from pipeline.config import RunConfig
 from worker.celery_app import enqueue_job
 
@@ -43,19 +52,73 @@ JOB_ROUTES = {
     "GetSamples": ("/v1/jobs/{job_id}/samples.png", "get"),
     "DeleteJob": ("/v1/jobs/{job_id}", "delete"),
 }
-JOB_LINKS = {
-    name: {
-        "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
-        "parameters": {"job_id": "$response.body#/id"},
-        "description": f"`id` of the new job as `job_id` of {method.upper()} {path}.",
+
+
+def job_links(source: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links from a job's id at `source` (a runtime expression) to the routes about
+    the job."""
+    return {
+        name: {
+            "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
+            "parameters": {"job_id": source},
+            "description": f"The job's `id` as `job_id` of {method.upper()} {path}.",
+        }
+        for name, (path, method) in JOB_ROUTES.items()
     }
-    for name, (path, method) in JOB_ROUTES.items()
+
+
+JOB_LINKS = job_links("$response.body#/id")
+# From a job to its dataset (null for a job from before datasets: then not followed).
+DATASET_LINK = {
+    "GetJobDataset": {
+        "operationRef": "#/paths/~1v1~1datasets~1{dataset_id}/get",
+        "parameters": {"dataset_id": "$response.body#/dataset_id"},
+        "description": "The dataset the job runs on.",
+    }
 }
 # Documented bounds of the page parameters: past them a request is a 422, never a number the
 # database cannot hold (a 64-bit OFFSET overflowed into a 500).
 PAGE_SIZE_LIMIT = 1000
 OFFSET_LIMIT = 2**31 - 1
-CONFIG_EXAMPLE = '{"preset": "quick", "target": 500, "seed": 0}'
+CREATE_DESCRIPTION = f"""Two ways in:
+
+- `application/json`: `{{"dataset_id": ..., "config": {{...}}}}` runs a job on a stored
+  dataset, one you uploaded (POST /v1/datasets) or a built-in one such as `{DEMO_MNIST.id}`;
+- `multipart/form-data`: a `dataset` zip and an optional `config` (a JSON object as a
+  string) store the zip as a new dataset (listed by GET /v1/datasets) and start a job on it.
+
+`config` takes the CLI's run options; any left out take their default.
+"""
+CREATE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/JobRequest"},
+            "example": {"dataset_id": DEMO_MNIST.id, "config": CONFIG_EXAMPLE},
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["dataset"],
+                "properties": {
+                    "dataset": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "Zip of `<class>/<image>`, `train|test/<class>/<image>` "
+                        "or `labels.csv` with the images it names.",
+                    },
+                    "config": {
+                        "type": "string",
+                        "description": "JSON object of run options (as the CLI's).",
+                        "example": json.dumps(CONFIG_EXAMPLE),
+                    },
+                },
+            },
+        },
+    },
+}
+# Schemas the JSON body refers to, added to the document's components (app/problems.py).
+REQUEST_SCHEMAS = (JobRequest, JobConfig)
 REPORT_EXAMPLE = {
     "dataset": {"image_size": [28, 28], "channels": 1, "test_source": "split"},
     "classes": [{"name": "cat", "train_count": 40, "synthetic_count": 360, "test_count": 10}],
@@ -67,51 +130,129 @@ REPORT_EXAMPLE = {
 @router.post(
     "",
     status_code=202,
-    summary="Upload a dataset zip and start a balancing job",
+    summary="Start a balancing job on a stored dataset (JSON) or on an uploaded zip (multipart)",
+    description=CREATE_DESCRIPTION,
     response_description="The job, queued. `Location` is its URL.",
-    responses={202: {"links": JOB_LINKS}, **problem_responses(413, 422, 429, 503)},
+    responses={
+        202: {"links": JOB_LINKS | DATASET_LINK},
+        **problem_responses(400, 404, 413, 415, 422, 429, 503),
+    },
+    openapi_extra={"requestBody": CREATE_BODY},
 )
-def create_job(
+async def create_job(
+    request: Request,
     response: Response,
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
-    dataset: Annotated[
-        UploadFile, File(description="Zip of `<class>/<image>` or `train|test/<class>/<image>`.")
-    ],
-    config: Annotated[
-        str | None,
-        Form(description="JSON object of run options (as the CLI's).", examples=[CONFIG_EXAMPLE]),
-    ] = None,
 ) -> JobOut:
-    run_config = _parse_config(config)
-    check_active_jobs(session, settings, owner)
-    job_id = uuid.uuid4()
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind == "application/json":
+        body = _job_request(await request.body())
+        config = parse_config(body.config.model_dump(exclude_unset=True))
+        job = await run_in_threadpool(
+            _create_on_dataset, session, settings, celery, owner, body.dataset_id, config
+        )
+    elif kind == "multipart/form-data":
+        async with request.form(max_files=2, max_fields=10) as form:
+            upload, config = _form_parts(form)
+            job = await run_in_threadpool(
+                _create_with_upload, session, settings, celery, owner, upload, config
+            )
+    else:
+        raise ProblemError(
+            415, "unsupported-media-type", "Unsupported Media Type",
+            "send application/json ({\"dataset_id\": ..., \"config\": {...}}) or "
+            "multipart/form-data (a `dataset` zip and an optional `config`)",
+        )  # fmt: skip
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.of(job)
+
+
+def _job_request(raw: bytes) -> JobRequest:
     try:
-        size = save_upload(settings, job_id, dataset.file)
-        if size > (owner_limit := settings.max_upload_bytes_for(owner)):
-            raise upload_too_large(owner_limit, size)
-        _inspect_dataset(upload_path(settings, job_id), run_config, settings)
-        storage_for(settings).keep_upload(job_id)  # 503 if the store is down
-    except UploadTooLarge:
-        delete_job_files(settings, job_id)
-        raise _too_large(settings) from None
-    except BaseException:
-        delete_job_files(settings, job_id)
-        raise
+        return JobRequest.model_validate_json(raw or b"null")
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        raise ProblemError(
+            422, "validation-error", "Request validation failed", detail, errors=errors
+        ) from None
+
+
+def _form_parts(form: FormData) -> tuple[StarletteUpload, RunConfig]:
+    """The multipart form's `dataset` file and its `config` (a JSON object as a string)."""
+    upload = form.get("dataset")
+    raw = form.get("config")
+    if not isinstance(upload, StarletteUpload):
+        msg = "Field required" if upload is None else "Expected a file, got a string"
+        raise ProblemError(
+            422, "validation-error", "Request validation failed", f"body.dataset: {msg}",
+            errors=[{"loc": ["body", "dataset"], "msg": msg, "type": "missing"}],
+        )  # fmt: skip
+    if raw is not None and not isinstance(raw, str):
+        raise bad_config("config must be a form field holding a JSON object, not a file")
+    values: Any = {}
+    if raw and raw.strip():
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise bad_config(f"config is not valid JSON: {exc}") from None
+    return upload, parse_config(values)
+
+
+def _create_on_dataset(
+    session: Session,
+    settings: Settings,
+    celery: Celery,
+    owner: str,
+    dataset_id: str,
+    config: RunConfig,
+) -> Job:
+    """Queue a job on a stored dataset: the owner's own or a built-in one."""
+    check_active_jobs(session, settings, owner)
     job = Job(
-        id=job_id,
+        id=uuid.uuid4(),
         owner=owner,
         status=JobStatus.queued.value,
-        config=run_config.resolved().to_dict(),
+        config=config.resolved().to_dict(),
+        dataset_id=dataset_id,
     )
+    if not dataset_store.usable(session, dataset_id, owner):  # locks the dataset's row
+        session.rollback()
+        raise datasets.not_found(dataset_id)
     session.add(job)
     session.commit()
     _undo_if_over_limit(session, settings, job)
     _enqueue_or_undo(session, settings, celery, job)
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    return JobOut.of(job)
+    return job
+
+
+def _create_with_upload(
+    session: Session,
+    settings: Settings,
+    celery: Celery,
+    owner: str,
+    upload: StarletteUpload,
+    config: RunConfig,
+) -> Job:
+    """The multipart form: store the zip as a new dataset, then queue a job on it; if the job
+    cannot be queued, the dataset goes too."""
+    check_active_jobs(session, settings, owner)
+    dataset = datasets.accept_dataset(
+        session, settings, owner, upload.file, upload.filename,
+        test_fraction=config.test_fraction, seed=config.seed,
+    )  # fmt: skip
+    try:
+        return _create_on_dataset(session, settings, celery, owner, str(dataset.id), config)
+    except BaseException:
+        session.rollback()
+        datasets.discard(session, settings, dataset.id)
+        raise
 
 
 @router.get("", summary="List your jobs, newest first")
@@ -137,7 +278,11 @@ def list_jobs(
     return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", summary="Status and progress of a job", responses=problem_responses(404))
+@router.get(
+    "/{job_id}",
+    summary="Status and progress of a job",
+    responses={200: {"links": JOB_LINKS | DATASET_LINK}, **problem_responses(404)},
+)
 def get_job(job_id: JobId, owner: CurrentOwner, session: SessionDep) -> JobOut:
     return JobOut.of(_job_or_404(session, job_id, owner))
 
@@ -243,40 +388,6 @@ def delete_job(
     return _job_json(session, job_uuid, owner, 200)
 
 
-def _parse_config(raw: str | None) -> RunConfig:
-    values: Any = {}
-    if raw and raw.strip():
-        try:
-            values = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _bad_config(f"config is not valid JSON: {exc}") from None
-    if not isinstance(values, dict):
-        raise _bad_config("config must be a JSON object, e.g. " + CONFIG_EXAMPLE)
-    try:
-        return RunConfig.from_dict(values)
-    except ValueError as exc:
-        raise _bad_config(str(exc)) from None
-    except TypeError as exc:  # e.g. a string where a number belongs
-        raise _bad_config(f"config has a value of the wrong type ({exc})") from None
-
-
-def _inspect_dataset(path: Path, config: RunConfig, settings: Settings) -> None:
-    """The upload-time checks (zip structure, layout, one capped read of every entry), so most
-    bad uploads get their answer now, not from the job; images are decoded by the job. Any
-    refusal, including zipfile's surprises on hostile bytes, is a 422 naming rule and entry."""
-    from pipeline.errors import DatasetError
-    from pipeline.layout import check_upload
-
-    limits = settings.archive_limits()
-    try:
-        check_upload(path, test_fraction=config.test_fraction, seed=config.seed, limits=limits)
-    except DatasetError as exc:
-        raise ProblemError(
-            422, "invalid-dataset", "The dataset is not usable", str(exc),
-            rule=exc.rule, entry=exc.entry,
-        ) from None  # fmt: skip
-
-
 def _enqueue_or_undo(session: SessionDep, settings: Settings, celery: CeleryDep, job: Job) -> None:
     try:
         enqueue_job(celery, job.id)
@@ -325,12 +436,3 @@ def _succeeded_or_409(session: SessionDep, job_id: str, owner: str) -> Job:
 def _job_json(session: SessionDep, job_id: uuid.UUID, owner: str, status: int) -> Response:
     job = _job_or_404(session, job_id, owner)
     return JSONResponse(JobOut.of(job).model_dump(mode="json"), status_code=status)
-
-
-def _too_large(settings: Settings) -> ProblemError:
-    limit = settings.max_upload_bytes
-    return ProblemError(413, "upload-too-large", "Upload too large", f"the limit is {limit} bytes")
-
-
-def _bad_config(detail: str) -> ProblemError:
-    return ProblemError(422, "invalid-config", "Invalid config", detail)

@@ -1,0 +1,94 @@
+"""A job's run options as the API takes them: one JSON object, checked strictly.
+
+`JobConfig` is built from pipeline.config.RunConfig's fields, so an option added there reaches
+the API by itself; BOUNDS adds each option's allowed range, so the OpenAPI schema states
+exactly what is accepted (a client, or a fuzzer generating from the schema, never meets a
+refusal the schema did not announce). Strict: no string for a number, no boolean for an
+integer, no unknown option. `parse_config` checks both ways in (the multipart form's `config`
+string and the JSON body's `config` object), RunConfig's own checks first, so the messages
+name the option and its range as the CLI's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from app.problems import ProblemError
+from pipeline.config import RunConfig
+
+CONFIG_EXAMPLE = {"preset": "quick", "target": 500, "seed": 0}
+# Field() arguments per option; the ranges RunConfig.validated() enforces, and for the options
+# it leaves open, ranges a run can use (a latent of 0 or a progress step of 0 cannot run).
+BOUNDS: dict[str, dict[str, Any]] = {
+    "target": {"ge": 1, "le": 1_000_000},
+    "gan_iterations": {"ge": 1, "le": 1_000_000},
+    "epochs": {"ge": 1, "le": 10_000},
+    "seeds": {"ge": 1, "le": 20},
+    "seed": {"ge": 0, "le": 2**32 - 1},
+    "image_size": {"ge": 8, "le": 128, "multiple_of": 4},
+    "test_fraction": {"gt": 0.0, "lt": 1.0},
+    "gan_batch": {"ge": 1, "le": 4096},
+    "gan_latent": {"ge": 1, "le": 1024},
+    "gan_width": {"ge": 8, "le": 256},
+    "gan_lr": {"gt": 0.0, "le": 1.0},
+    "diffaug_below": {"ge": 0, "le": 1_000_000_000},
+    "transfer_below": {"ge": 0, "le": 1_000_000},
+    "transfer_pairs": {"ge": 16, "le": 100_000},
+    "transfer_steps": {"ge": 1, "le": 100_000},
+    "classifier_batch": {"ge": 1, "le": 4096},
+    "classifier_lr": {"gt": 0.0, "le": 1.0},
+    "progress_every": {"ge": 1, "le": 1_000_000},
+    "synthetic_share": {"ge": 0.0, "le": 1.0},
+}
+
+
+def _job_config_model() -> type[BaseModel]:
+    hints = typing.get_type_hints(RunConfig)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        fields[f.name] = (hints[f.name], Field(default, **BOUNDS.get(f.name, {})))
+    return create_model(
+        "JobConfig",
+        __config__=ConfigDict(
+            strict=True,
+            extra="forbid",
+            json_schema_extra={"example": CONFIG_EXAMPLE},
+        ),
+        __doc__="Run options (as the CLI's); any left out take their default, and the "
+        "preset's values fill the budget options left out or null.",
+        **fields,
+    )
+
+
+JobConfig = _job_config_model()
+
+
+def parse_config(values: Any) -> RunConfig:
+    """A run config from the request's options, or a 422 naming the option at fault."""
+    if not isinstance(values, dict):
+        raise bad_config("config must be a JSON object, e.g. " + str(CONFIG_EXAMPLE))
+    try:
+        config = RunConfig.from_dict(values)
+    except ValueError as exc:
+        raise bad_config(str(exc)) from None
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise bad_config(f"config has a value of the wrong type ({exc})") from None
+    try:
+        JobConfig.model_validate(values)
+    except ValidationError as exc:
+        raise bad_config("; ".join(_error_text(e) for e in exc.errors())) from None
+    return config
+
+
+def _error_text(error: Any) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ())) or "config"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+def bad_config(detail: str) -> ProblemError:
+    return ProblemError(422, "invalid-config", "Invalid config", detail)
