@@ -16,6 +16,7 @@ _LAZY = {
     "GANOverSampler": "balancer.sampler",
     "Client": "balancer.client",
     "Job": "balancer.client",
+    "Dataset": "balancer.client",
     "ServiceError": "balancer.client",
     "ServiceUnreachable": "balancer.client",
 }

@@ -6,6 +6,11 @@
     print(job.status, job.classes())
     job.download_balanced("balanced.zip")
 
+    dataset = client.upload_dataset("my_dataset.zip")      # once
+    for seed in (0, 1):                                      # then any number of jobs on it
+        client.submit(dataset_id=dataset.id, preset="quick", seed=seed)
+    client.submit(dataset_id="demo-mnist-1-2-3", preset="quick")  # the built-in demo digits
+
 Errors the service answers (application/problem+json, RFC 9457) raise `ServiceError`; a
 service that cannot be reached raises `ServiceUnreachable`.
 """
@@ -108,25 +113,60 @@ class Client:
         self._http.close()
         self._bare.close()
 
-    def submit(self, dataset: str | os.PathLike[str] | bytes | IO[bytes], **config: Any) -> Job:
-        """Upload a dataset and start a job. `dataset` is a zip (path, bytes or binary file)
-        or a folder of class folders, zipped while it uploads. `config` takes the options of
+    def submit(
+        self,
+        dataset: str | os.PathLike[str] | bytes | IO[bytes] | None = None,
+        *,
+        dataset_id: str | None = None,
+        **config: Any,
+    ) -> Job:
+        """Start a job, on a dataset stored in the service (`dataset_id`: one uploaded with
+        `upload_dataset`, or a built-in one such as "demo-mnist-1-2-3"), or on `dataset`,
+        uploaded with the job (and kept as a dataset): a zip (path, bytes or binary file) or a
+        folder of class folders, zipped while it uploads. `config` takes the options of
         `balancer run` (preset, target, gan_iterations, epochs, seeds, seed, ...)."""
         options = {k: v for k, v in config.items() if v is not None}
+        if (dataset is None) == (dataset_id is None):
+            raise ValueError("give either a dataset to upload or the dataset_id of a stored one")
+        if dataset_id is not None:
+            body = {"dataset_id": dataset_id, "config": options}
+            return Job(self, self._request("POST", "/v1/jobs", json=body).json())
+        return Job(self, self._upload("/v1/jobs", dataset, options).json())
+
+    def upload_dataset(self, dataset: str | os.PathLike[str] | bytes | IO[bytes]) -> Dataset:
+        """Upload a dataset once (a zip, or a folder zipped while it uploads); start any number
+        of jobs on it with `submit(dataset_id=dataset.id)`. The service checks it as it checks
+        a job's upload; a refusal raises ServiceError naming the rule and the entry."""
+        return Dataset(self, self._upload("/v1/datasets", dataset, {}).json())
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        """A dataset by its id (yours or a built-in one)."""
+        return Dataset(self, self._request("GET", f"/v1/datasets/{dataset_id}").json())
+
+    def datasets(self, limit: int = 100, offset: int = 0) -> list[Dataset]:
+        """The built-in datasets, then yours, newest first."""
+        params = {"limit": limit, "offset": offset}
+        page = self._request("GET", "/v1/datasets", params=params).json()
+        return [Dataset(self, item) for item in page["items"]]
+
+    def _upload(
+        self,
+        route: str,
+        dataset: str | os.PathLike[str] | bytes | IO[bytes],
+        options: dict[str, Any],
+    ) -> httpx.Response:
         if isinstance(dataset, bytes) or hasattr(dataset, "read"):
-            return self._post_zip("dataset.zip", dataset, options)  # type: ignore[arg-type]
+            return self._post_zip(route, "dataset.zip", dataset, options)  # type: ignore[arg-type]
         path = Path(dataset)  # type: ignore[arg-type]
         if path.is_dir():
             name = f"{path.resolve().name}.zip"
             content_type, body = multipart_body(name, zip_chunks(path), options)
-            response = self._request(
-                "POST", "/v1/jobs", content=body, headers={"Content-Type": content_type}
-            )
-            return Job(self, response.json())
+            headers = {"Content-Type": content_type}
+            return self._request("POST", route, content=body, headers=headers)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file or folder")
         with path.open("rb") as file:
-            return self._post_zip(path.name, file, options)
+            return self._post_zip(route, path.name, file, options)
 
     def job(self, job_id: str) -> Job:
         """A job submitted earlier, by its id."""
@@ -137,10 +177,12 @@ class Client:
         page = self._request("GET", "/v1/jobs", params={"limit": limit, "offset": offset}).json()
         return [Job(self, item) for item in page["items"]]
 
-    def _post_zip(self, name: str, file: bytes | IO[bytes], options: dict[str, Any]) -> Job:
+    def _post_zip(
+        self, route: str, name: str, file: bytes | IO[bytes], options: dict[str, Any]
+    ) -> httpx.Response:
         data = {"config": json.dumps(options)} if options else None
         files = {"dataset": (name, file, "application/zip")}
-        return Job(self, self._request("POST", "/v1/jobs", data=data, files=files).json())
+        return self._request("POST", route, data=data, files=files)
 
     def _request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -213,6 +255,7 @@ class Job:
     progress = property(lambda self: float(self.info.get("progress") or 0.0))
     eta_seconds = property(lambda self: self.info.get("eta_seconds"))
     error = property(lambda self: self.info.get("error"), doc="Why the job failed.")
+    dataset_id = property(lambda self: self.info.get("dataset_id"), doc="What it runs on.")
 
     @property
     def finished(self) -> bool:
@@ -308,6 +351,32 @@ class Job:
 
     def _route(self, tail: str = "") -> str:
         return f"/v1/jobs/{self.id}{tail}"
+
+
+class Dataset:
+    """A dataset stored in the service. `info` is what the service answered: classes,
+    counts per class and split, image sizes and mode, warnings."""
+
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        self.client, self.info = client, info
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.id} {self.classes}>"
+
+    id = property(lambda self: str(self.info["id"]))
+    name = property(lambda self: self.info.get("name"))
+    classes = property(lambda self: list(self.info["classes"]), doc="Class names.")
+    counts = property(lambda self: self.info["counts"], doc="{class: {train, test}}")
+    builtin = property(lambda self: bool(self.info.get("builtin")))
+    warnings = property(lambda self: list(self.info.get("warnings") or []))
+
+    def submit(self, **config: Any) -> Job:
+        """Start a job on this dataset; `config` as for Client.submit."""
+        return self.client.submit(dataset_id=self.id, **config)
+
+    def delete(self) -> None:
+        """Delete the dataset (ServiceError 409 while queued or running jobs use it)."""
+        self.client._request("DELETE", f"/v1/datasets/{self.id}")
 
 
 class _ProgressBar:

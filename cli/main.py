@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.datasets_command import add_datasets_command
 from cli.pipeline_commands import add_pipeline_commands
 from cli.service_commands import add_service_commands
 from cli.submit_command import add_submit_command
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_commands(sub)
     add_service_commands(sub)
     add_submit_command(sub)
+    add_datasets_command(sub)
     return parser
 
 

@@ -1,6 +1,7 @@
-"""`balancer submit`: send a dataset to a running service, optionally follow the job and fetch
-its outputs. Exit codes: 0 succeeded (or submitted, without --wait), 1 the job failed or was
-canceled, 2 a refused upload or bad arguments, 3 the service cannot be reached (or answers 5xx).
+"""`balancer submit`: start a job on a running service, on a dataset sent with it or on a
+stored one (`--dataset-id`), optionally follow the job and fetch its outputs. Exit codes: 0
+succeeded (or submitted, without --wait), 1 the job failed or was canceled, 2 a refused upload
+or bad arguments, 3 the service cannot be reached (or answers 5xx).
 """
 
 from __future__ import annotations
@@ -34,20 +35,21 @@ CONFIG_OPTIONS = {
 def add_submit_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "submit",
-        help="send a dataset (zip or folder) to a balancer service",
+        help="start a job on a balancer service (a zip or folder, or --dataset-id)",
         description="Upload a dataset zip, or a folder of class folders (zipped while it "
-        "uploads), to a running service and print the job id. With --wait, follow the job "
+        "uploads), to a running service, or name a stored dataset with --dataset-id (see "
+        "`balancer datasets`), and print the job id. With --wait, follow the job "
         "with a progress bar and print the per-class table; with --out, also download its "
         "outputs. Exit codes: 0 succeeded, 1 job failed or canceled, 2 refused upload or bad "
         "arguments, 3 service unreachable.",
     )
-    p.add_argument("dataset", type=Path, metavar="DATASET.zip|DIR")
+    p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET.zip|DIR")
     p.add_argument(
-        "--url",
-        default=os.environ.get("BALANCER_URL"),
-        help="the service, e.g. http://127.0.0.1:8000 (default: BALANCER_URL)",
+        "--dataset-id",
+        help="run on a dataset the service has (uploaded before, or built in such as "
+        "demo-mnist-1-2-3) instead of uploading one",
     )
-    p.add_argument("--key", default=None, help="API key (default: BALANCER_API_KEY)")
+    add_service_options(p)
     p.add_argument("--preset", choices=sorted(PRESETS), help="quick (CPU-sized) or standard")
     for name, kind in CONFIG_OPTIONS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
@@ -60,18 +62,30 @@ def add_submit_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=submit_command)
 
 
+def add_service_options(p: argparse.ArgumentParser) -> None:
+    """--url and --key, for the commands that talk to a running service."""
+    p.add_argument(
+        "--url",
+        default=os.environ.get("BALANCER_URL"),
+        help="the service, e.g. http://127.0.0.1:8000 (default: BALANCER_URL)",
+    )
+    p.add_argument("--key", default=None, help="API key (default: BALANCER_API_KEY)")
+
+
 def submit_command(args: argparse.Namespace) -> int:
     from balancer.client import Client, ServiceError, ServiceUnreachable
 
     if not args.url:
         return _say("--url (or BALANCER_URL) is needed", EXIT_REFUSED)
-    if not args.dataset.exists():
+    if (args.dataset is None) == (args.dataset_id is None):
+        return _say("give a dataset (zip or folder) or --dataset-id, not both", EXIT_REFUSED)
+    if args.dataset is not None and not args.dataset.exists():
         return _say(f"{args.dataset}: no such file or folder", EXIT_REFUSED)
     key = args.key or os.environ.get("BALANCER_API_KEY")
     config = {"preset": args.preset} | {name: getattr(args, name) for name in CONFIG_OPTIONS}
     try:
         with Client(args.url, key) as client:
-            job = client.submit(args.dataset, **config)
+            job = client.submit(args.dataset, dataset_id=args.dataset_id, **config)
             print(job.id, flush=True)
             if not (args.wait or args.out):
                 return EXIT_OK

@@ -117,6 +117,7 @@ CREATE_BODY = {
         },
     },
 }
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 # Schemas the JSON body refers to, added to the document's components (app/problems.py).
 REQUEST_SCHEMAS = (JobRequest, JobConfig)
 REPORT_EXAMPLE = {
@@ -154,7 +155,7 @@ async def create_job(
         job = await run_in_threadpool(
             _create_on_dataset, session, settings, celery, owner, body.dataset_id, config
         )
-    elif kind == "multipart/form-data":
+    elif kind in FORM_TYPES:  # a urlencoded form cannot hold the file: a 422 names it
         async with request.form(max_files=2, max_fields=10) as form:
             upload, config = _form_parts(form)
             job = await run_in_threadpool(

@@ -178,11 +178,13 @@ def test_cancel_queued_and_running_jobs(service: Service, dataset_zip: bytes) ->
     time.sleep(2)
     assert service.client.get(f"/v1/jobs/{queued['id']}").json()["attempts"] == 0
 
+    # Deleting the finished job removes its files, not the dataset it ran on.
     job_dir = service.data_dir / "jobs" / running["id"]
-    assert job_dir.is_dir()
     assert service.client.delete(f"/v1/jobs/{running['id']}").status_code == 204
     assert not job_dir.exists()
     assert_problem(service.client.get(f"/v1/jobs/{running['id']}"), 404)
+    dataset = service.client.get(f"/v1/datasets/{running['dataset_id']}")
+    assert dataset.status_code == 200, dataset.text
 
 
 def test_unknown_ids_and_routes_are_404_problems(service: Service) -> None:
