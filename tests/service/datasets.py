@@ -49,3 +49,31 @@ def make_corrupt_image_zip(path: Path) -> Path:
 
 def make_one_class_zip(path: Path) -> Path:
     return make_zip(path, {"circle": 10})
+
+
+def make_csv_zip(
+    path: Path,
+    sizes: dict[str, int] = CLASS_SIZES,
+    test_per_class: int = 0,
+    extra_rows: tuple[str, ...] = (),
+    unnamed: int = 0,
+    seed: int = 0,
+) -> Path:
+    """images/NNN.png and labels.csv (`file,label[,split]`): the first `test_per_class` images
+    of each class get split=test (no split column when 0); `extra_rows` are appended as
+    written; `unnamed` more images are in the zip but in no row."""
+    rng = np.random.default_rng(seed)
+    rows = ["file,label,split" if test_per_class else "file,label"]
+    n = 0
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls, count in sizes.items():
+            for i in range(count):
+                name = f"images/{n:04d}.png"
+                zf.writestr(name, png(cls, rng))
+                split = ("test" if i < test_per_class else "train") if test_per_class else None
+                rows.append(f"{name},{cls}" + (f",{split}" if split else ""))
+                n += 1
+        for i in range(unnamed):
+            zf.writestr(f"images/unnamed_{i}.png", png("circle", rng))
+        zf.writestr("labels.csv", "\n".join([*rows, *extra_rows]) + "\n")
+    return path

@@ -18,7 +18,15 @@ from app.models import Base
 
 from .conftest import python_path
 
-TABLES = {"jobs", "datasets", "class_reports", "artifacts", "api_keys", "metric_totals", "alembic_version"}
+TABLES = {
+    "jobs",
+    "datasets",
+    "class_reports",
+    "artifacts",
+    "api_keys",
+    "metric_totals",
+    "alembic_version",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
