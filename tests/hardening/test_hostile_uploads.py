@@ -1,6 +1,7 @@
-"""Hostile and broken uploads against the real app: each is refused with a 4xx
-application/problem+json naming the rule and the entry, leaves no job row, no job folder and no
-file anywhere, and never causes a 500.
+"""Hostile and broken uploads against the real app, as jobs (POST /v1/jobs) and as datasets
+(POST /v1/datasets): each is refused with a 4xx application/problem+json naming the rule and
+the entry, leaves no job or dataset row, no job folder and no file anywhere, and never causes
+a 500.
 
 Most run in-process (Starlette's TestClient; the upload checks need no worker). The streaming
 413 and the worker's image checks run through a real uvicorn server and Celery worker.
@@ -73,13 +74,17 @@ class Api:
         self.headers = key_headers(self.app.state.sessionmaker)
         self.client = TestClient(self.app, headers=self.headers, raise_server_exceptions=False)
 
-    def post(self, data: bytes, **kw: object) -> object:
+    def post(self, data: bytes, path: str = "/v1/jobs", **kw: object) -> object:
         files = {"dataset": ("upload.zip", data, "application/zip")}
-        return self.client.post("/v1/jobs", files=files, data={"config": "{}"}, **kw)
+        form = {"config": "{}"} if path == "/v1/jobs" else {}
+        return self.client.post(path, files=files, data=form, **kw)
 
     def job_rows(self) -> int:
+        return self.rows("jobs") + self.rows("datasets")
+
+    def rows(self, table: str) -> int:
         with self.app.state.engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+            return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +106,23 @@ def open_fds() -> int:
 def assert_untouched(api: Api, before: dict, fds: int) -> None:
     assert snapshot(api.root) == before, "a refused upload changed the file system"
     assert not list((api.data_dir / "jobs").iterdir()), "a job folder was left behind"
+    assert not list((api.data_dir / "datasets").iterdir()), "a dataset file was left behind"
     assert not list((api.root / "tmp").iterdir()), "a temporary file was left behind"
     assert api.job_rows() == 0
     assert open_fds() <= fds, "a temporary file was left open"
 
 
-def assert_problem(resp: object, status: int, type_: str) -> dict:
+def assert_problem(resp: object, status: int, type_: str, path: str = "/v1/jobs") -> dict:
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith(PROBLEM)
     body = resp.json()
     assert body["type"] == type_ and body["status"] == status
-    assert body["title"] and body["detail"] and body["instance"] == "/v1/jobs"
+    assert body["title"] and body["detail"] and body["instance"] == path
     return body
 
 
-def assert_refused(resp: object, case: Case) -> None:
-    body = assert_problem(resp, 422, INVALID)
+def assert_refused(resp: object, case: Case, path: str = "/v1/jobs") -> None:
+    body = assert_problem(resp, 422, INVALID, path)
     assert body["title"] == "The dataset is not usable"
     assert body["rule"] == case.rule, body
     assert body["entry"] == case.entry, body
@@ -136,6 +142,22 @@ def test_hostile_upload_is_refused(api: Api, case: Case) -> None:
     assert_refused(api.post(case.data), case)
     assert_untouched(api, before, fds)
     assert not list(api.root.rglob("evil*")), "a zip-slip name reached the file system"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_dataset_upload_is_refused(api: Api, case: Case) -> None:
+    """The same door checks for a dataset uploaded on its own."""
+    before, fds = snapshot(api.root), open_fds()
+    assert_refused(api.post(case.data, "/v1/datasets"), case, "/v1/datasets")
+    assert_untouched(api, before, fds)
+    assert not list(api.root.rglob("evil*")), "a zip-slip name reached the file system"
+
+
+def test_declared_length_over_the_limit_is_413_for_a_dataset(api: Api) -> None:
+    before, fds = snapshot(api.root), open_fds()
+    resp = api.post(b"\0" * (BODY_LIMIT + 1), "/v1/datasets")
+    assert_problem(resp, 413, TOO_LARGE, "/v1/datasets")
+    assert_untouched(api, before, fds)
 
 
 def test_unexpected_error_is_a_422_not_a_500(
@@ -203,14 +225,14 @@ def test_a_valid_upload_is_still_accepted(api: Api, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("app.routes.jobs.enqueue_job", lambda *_: None)
     resp = api.post(make_zip(valid_entries()))
     assert resp.status_code == 202, resp.text
-    assert api.job_rows() == 1
-    job_dir = api.data_dir / "jobs" / resp.json()["id"]
-    assert [p.name for p in job_dir.iterdir()] == ["upload.zip"]
+    assert (api.rows("jobs"), api.rows("datasets")) == (1, 1)
+    dataset_id = resp.json()["dataset_id"]
+    assert [p.name for p in (api.data_dir / "datasets").iterdir()] == [f"{dataset_id}.zip"]
+    assert not (api.data_dir / "jobs" / resp.json()["id"]).exists()
     with api.app.state.engine.begin() as conn:  # leave the module's state as it was
         conn.execute(text("DELETE FROM jobs"))
-    for p in job_dir.iterdir():
-        p.unlink()
-    job_dir.rmdir()
+        conn.execute(text("DELETE FROM datasets"))
+    (api.data_dir / "datasets" / f"{dataset_id}.zip").unlink()
 
 
 # --- a real server: the 413 over a socket, and the worker's image checks -------------------
