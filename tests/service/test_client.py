@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.storage import UPLOAD_NAME
 from balancer import Client, ServiceError, ServiceUnreachable
 
 from .conftest import LONG, QUICK, Service
@@ -97,7 +96,7 @@ def test_submit_a_folder_zipped_while_uploading(
     try:
         # Accepted: the upload checks read the streamed zip and found the three classes.
         assert job.status == "queued"
-        stored = service.data_dir / "jobs" / job.id / UPLOAD_NAME
+        stored = service.data_dir / "datasets" / f"{job.dataset_id}.zip"
         with zipfile.ZipFile(stored) as zf:
             names = sorted(n for n in zf.namelist() if not n.endswith("/"))
         with zipfile.ZipFile(dataset_path) as zf:
@@ -105,6 +104,30 @@ def test_submit_a_folder_zipped_while_uploading(
     finally:
         job.cancel()
     assert job.wait(progress=False, timeout=60).status == "canceled"
+
+
+def test_upload_a_dataset_once_and_submit_by_id(client: Client, dataset_path: Path) -> None:
+    dataset = client.upload_dataset(dataset_path)
+    assert dataset.classes == sorted(CLASS_SIZES) and not dataset.builtin
+    assert sum(c["train"] + c["test"] for c in dataset.counts.values()) == sum(CLASS_SIZES.values())
+    assert dataset.id in [d.id for d in client.datasets()]
+    assert client.datasets()[0].id == "demo-mnist-1-2-3"
+    first = client.submit(dataset_id=dataset.id, **LONG)
+    second = dataset.submit(**{**LONG, "seed": 5})
+    assert first.dataset_id == second.dataset_id == dataset.id
+    assert second.info["config"]["seed"] == 5
+    with pytest.raises(ServiceError) as in_use:
+        dataset.delete()
+    assert in_use.value.status == 409 and first.id in in_use.value.body["jobs"]
+    for job in (first, second):
+        job.cancel()
+        assert job.wait(progress=False, timeout=60).status == "canceled"
+    dataset.delete()
+    with pytest.raises(ServiceError) as gone:
+        client.dataset(dataset.id)
+    assert gone.value.status == 404
+    with pytest.raises(ValueError, match="either"):
+        client.submit(dataset_path, dataset_id=dataset.id)
 
 
 def test_cancel_a_running_job(client: Client, dataset_path: Path) -> None:

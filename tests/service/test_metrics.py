@@ -158,6 +158,26 @@ def test_figures_move_as_jobs_run(stack: tuple[Service, str], dataset_zip: bytes
     assert not any(done["id"] in str(labels) for _, labels in last)
 
 
+def test_dataset_figures(stack: tuple[Service, str], dataset_zip: bytes) -> None:
+    """balancer_datasets and balancer_dataset_bytes: uploaded datasets, not built-in ones."""
+    svc, _ = stack
+    api_url = svc.base_url + "/metrics"
+    before = scrape(api_url)
+    files = {"dataset": ("data.zip", dataset_zip, "application/zip")}
+    created = svc.client.post("/v1/datasets", files=files)
+    assert created.status_code == 201, created.text
+    grown = scrape(api_url)
+    assert value(grown, "balancer_datasets") == value(before, "balancer_datasets") + 1
+    assert value(grown, "balancer_dataset_bytes") == (
+        value(before, "balancer_dataset_bytes") + len(dataset_zip)
+    )
+    assert value(grown, "balancer_upload_bytes_total", outcome="accepted") >= len(dataset_zip)
+    assert svc.client.delete(f"/v1/datasets/{created.json()['id']}").status_code == 204
+    after = scrape(api_url)
+    assert value(after, "balancer_datasets") == value(before, "balancer_datasets")
+    assert value(after, "balancer_dataset_bytes") == value(before, "balancer_dataset_bytes")
+
+
 def _count(figures: dict, histogram: str, **labels: str) -> float:
     return value(figures, histogram + "_count", **labels)
 

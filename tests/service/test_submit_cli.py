@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import QUICK, ROOT, Service
+from .conftest import FINISHED, QUICK, ROOT, Service
 from .datasets import CLASS_SIZES, make_corrupt_image_zip, make_one_class_zip, make_zip
 
 pytestmark = pytest.mark.parametrize("service", ["embedded"], indirect=True)
@@ -21,12 +22,16 @@ QUICK_FLAGS += ["--epochs", "1", "--seeds", "1"]
 
 
 def submit(service: Service, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
+    return balancer(service, "submit", *args, key=key)
+
+
+def balancer(service: Service, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
     env = dict(service.env)
     env.pop("BALANCER_API_KEY", None)
     if key is not None:
         env["BALANCER_API_KEY"] = key
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", "submit", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
@@ -93,3 +98,33 @@ def test_an_unreachable_service_exits_3(service: Service, tmp_path: Path) -> Non
     done = submit(service, str(data), "--url", f"http://127.0.0.1:{port}", key="gb_x")
     assert done.returncode == 3
     assert "cannot reach" in done.stderr
+
+
+def test_datasets_upload_list_delete_and_submit_by_id(service: Service, tmp_path: Path) -> None:
+    url = ["--url", service.base_url]
+    data = make_zip(tmp_path / "shapes.zip")
+    uploaded = balancer(service, "datasets", "upload", str(data), *url, key=service.key)
+    assert uploaded.returncode == 0, uploaded.stderr
+    dataset_id = uploaded.stdout.strip().splitlines()[-1]
+    assert "shapes.zip" in uploaded.stdout and "circle: " in uploaded.stdout
+    listed = balancer(service, "datasets", "list", *url, key=service.key)
+    assert listed.returncode == 0, listed.stderr
+    assert dataset_id in listed.stdout and "demo-mnist-1-2-3" in listed.stdout
+    done = submit(service, "--dataset-id", dataset_id, *url, *QUICK_FLAGS, key=service.key)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert service.client.get(f"/v1/jobs/{job_id}").json()["dataset_id"] == dataset_id
+    in_use = balancer(service, "datasets", "delete", dataset_id, *url, key=service.key)
+    assert in_use.returncode == 2 and "409" in in_use.stderr
+    service.client.delete(f"/v1/jobs/{job_id}")
+    for _ in range(300):
+        if service.client.get(f"/v1/jobs/{job_id}").json()["status"] in FINISHED:
+            break
+        time.sleep(0.2)
+    deleted = balancer(service, "datasets", "delete", dataset_id, *url, key=service.key)
+    assert deleted.returncode == 0, deleted.stderr
+    both = submit(service, str(data), "--dataset-id", dataset_id, *url, key=service.key)
+    assert both.returncode == 2 and "not both" in both.stderr
+    bad = balancer(service, "datasets", "upload", str(make_one_class_zip(tmp_path / "o.zip")),
+                   *url, key=service.key)  # fmt: skip
+    assert bad.returncode == 2 and "too_few_classes" in bad.stderr
