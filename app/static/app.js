@@ -1,4 +1,5 @@
-// The web page: upload a dataset, follow the job live, open its report, list recent jobs.
+// The web page: start a job on a stored dataset or an uploaded zip, follow it live, open its
+// report, list datasets and recent jobs.
 // Every API call carries the key from the key field. The progress stream is read with fetch():
 // EventSource cannot send an Authorization header.
 "use strict";
@@ -82,6 +83,7 @@ function setupKey() {
   input.value = localStorage.getItem(KEY_STORAGE) || "";
   input.addEventListener("input", () => localStorage.setItem(KEY_STORAGE, input.value.trim()));
   input.addEventListener("change", refreshJobs);
+  input.addEventListener("change", () => refreshDatasets());
   $("toggle-key").addEventListener("click", (event) => {
     const hidden = input.type === "password";
     input.type = hidden ? "text" : "password";
@@ -131,22 +133,36 @@ function postJob(form) {
 async function submitJob(event) {
   event.preventDefault();
   showError("form-error", "");
+  const datasetId = $("dataset-choice").value;
   const file = $("dataset").files[0];
-  if (!file) return showError("form-error", "Choose a dataset zip first.");
-  const form = new FormData();
+  if (!datasetId && !file) return showError("form-error", "Choose a dataset zip first.");
+  let config;
   try {
-    form.append("config", JSON.stringify(collectConfig()));
+    config = collectConfig();
   } catch (err) {
     return showError("form-error", err.message);
   }
-  form.append("dataset", file, file.name);
   $("submit-job").disabled = true;
-  $("upload-status").textContent = "Uploading…";
+  $("upload-status").textContent = datasetId ? "Starting…" : "Uploading…";
   try {
-    const resp = await postJob(form);
-    if (resp.status !== 202) return showError("form-error", `Upload refused. ${await problemText(resp)}`);
+    let resp;
+    if (datasetId) {
+      const headers = { "Content-Type": "application/json" };
+      const body = JSON.stringify({ dataset_id: datasetId, config });
+      resp = await api("/v1/jobs", { method: "POST", headers, body });
+    } else {
+      const form = new FormData();
+      form.append("config", JSON.stringify(config));
+      form.append("dataset", file, file.name);
+      resp = await postJob(form);
+    }
+    if (resp.status !== 202) {
+      const what = datasetId ? "Job refused." : "Upload refused.";
+      return showError("form-error", `${what} ${await problemText(resp)}`);
+    }
     const job = await resp.json();
     refreshJobs();
+    if (!datasetId) refreshDatasets();
     watch(job.id);
   } catch (err) {
     showError("form-error", `Upload failed: ${err.message}`);
@@ -358,14 +374,108 @@ async function refreshJobs() {
   }
 }
 
+// --- Datasets ----------------------------------------------------------------------------
+
+function classSummary(dataset) {
+  return dataset.classes
+    .map((name) => `${name}: ${dataset.counts[name].train} / ${dataset.counts[name].test}`)
+    .join(", ");
+}
+
+function useDataset(datasetId) {
+  $("dataset-choice").value = datasetId;
+  datasetChoiceChanged();
+  $("dataset-choice").focus();
+}
+
+async function deleteDataset(dataset) {
+  const resp = await api(`/v1/datasets/${dataset.id}`, { method: "DELETE" });
+  $("datasets-message").textContent = resp.ok
+    ? `Deleted ${dataset.name}.`
+    : `Cannot delete ${dataset.name}: ${await problemText(resp)}`;
+  if (resp.ok) refreshDatasets(false);
+}
+
+function datasetRow(dataset) {
+  const row = document.createElement("tr");
+  row.dataset.datasetId = dataset.id;
+  const layout = `${dataset.layout}, ${dataset.mode}${dataset.builtin ? ", built-in" : ""}`;
+  for (const text of [dataset.name, classSummary(dataset), String(dataset.images), layout]) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.append(cell);
+  }
+  row.cells[0].title = dataset.id;
+  const actions = document.createElement("td");
+  const use = document.createElement("button");
+  use.type = "button";
+  use.textContent = "New job";
+  use.setAttribute("aria-label", `New job on ${dataset.name}`);
+  use.addEventListener("click", () => useDataset(dataset.id));
+  actions.append(use);
+  if (!dataset.builtin) {
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", `Delete dataset ${dataset.name}`);
+    remove.addEventListener("click", () => deleteDataset(dataset));
+    actions.append(remove);
+  }
+  row.append(actions);
+  return row;
+}
+
+function fillDatasetChoice(datasets) {
+  const choice = $("dataset-choice");
+  const chosen = choice.value;
+  const upload = choice.options[0];
+  const options = datasets.map((d) => new Option(`${d.name} (${d.classes.length} classes)`, d.id));
+  choice.replaceChildren(upload, ...options);
+  choice.value = datasets.some((d) => d.id === chosen) ? chosen : "";
+  datasetChoiceChanged();
+}
+
+function datasetChoiceChanged() {
+  const stored = Boolean($("dataset-choice").value);
+  show("upload-row", !stored);
+  show("dataset-hint", !stored);
+  $("submit-job").textContent = stored ? "Start the job" : "Upload and start";
+}
+
+async function refreshDatasets(clearMessage = true) {
+  const message = $("datasets-message");
+  if (!$("api-key").value.trim()) {
+    message.textContent = "Enter your API key to see your datasets.";
+    $("datasets-body").replaceChildren();
+    return;
+  }
+  if (clearMessage) message.textContent = "Loading…";
+  try {
+    const resp = await api("/v1/datasets?limit=100");
+    if (!resp.ok) {
+      message.textContent = await problemText(resp);
+      return;
+    }
+    const page = await resp.json();
+    $("datasets-body").replaceChildren(...page.items.map(datasetRow));
+    fillDatasetChoice(page.items);
+    if (clearMessage) message.textContent = `${page.total} datasets (built-in ones first)`;
+  } catch (err) {
+    message.textContent = `Cannot list the datasets: ${err.message}`;
+  }
+}
+
 // --- Start -------------------------------------------------------------------------------
 
 function start() {
   setupKey();
   $("job-form").addEventListener("submit", submitJob);
   $("refresh-jobs").addEventListener("click", refreshJobs);
+  $("refresh-datasets").addEventListener("click", () => refreshDatasets());
+  $("dataset-choice").addEventListener("change", datasetChoiceChanged);
   $("download-link").addEventListener("click", downloadDataset);
   refreshJobs();
+  refreshDatasets();
   const fromHash = /^#job=([0-9a-f-]{36})$/.exec(location.hash);
   if (fromHash && $("api-key").value.trim()) watch(fromHash[1]);
 }

@@ -216,3 +216,54 @@ def test_refusals_and_failed_jobs_are_explained(
         assert not driver.find_element(By.ID, "job-results").is_displayed()
         browser.screenshot("web-page-6-failed")
         assert browser.console_errors() == []
+
+
+def dataset_row(driver: WebDriver, dataset_id: str) -> list:
+    rows = driver.find_elements(
+        By.CSS_SELECTOR, f'#datasets-body tr[data-dataset-id="{dataset_id}"]'
+    )
+    return rows[0].find_elements(By.TAG_NAME, "td") if rows else []
+
+
+def test_datasets_are_listed_and_a_job_starts_on_one(
+    service: Service, browser: Browser, tmp_path: Path
+) -> None:
+    """A dataset uploaded once (through the API) is listed next to the built-in one; "New job"
+    on it starts a job with the options of the form, with no file chosen."""
+    key = service.create_key("browser datasets", owner="browser-datasets")
+    with service.client_for(key) as client:
+        data = make_zip(tmp_path / "shapes.zip").read_bytes()
+        files = {"dataset": ("shapes.zip", data, "application/zip")}
+        dataset = client.post("/v1/datasets", files=files).json()
+    driver = browser.driver
+    with browser.screenshot_on_failure("web-page-datasets"):
+        open_page(driver, service)
+        enter_key(driver, key)
+        wait(driver).until(lambda d: dataset_row(d, dataset["id"]))
+        cells = dataset_row(driver, dataset["id"])
+        assert cells[0].text == "shapes.zip" and "circle:" in cells[1].text
+        assert dataset_row(driver, "demo-mnist-1-2-3")[3].text.endswith("built-in")
+        cells[4].find_element(By.TAG_NAME, "button").click()  # "New job"
+        assert (
+            Select(
+                driver.find_element(By.ID, "dataset-choice")
+            ).first_selected_option.get_attribute("value")
+            == dataset["id"]
+        )
+        assert not driver.find_element(By.ID, "dataset").is_displayed()
+        for element_id, value in OPTIONS.items():
+            element = driver.find_element(By.ID, element_id)
+            if element.tag_name == "select":
+                Select(element).select_by_value(value)
+            else:
+                element.clear()
+                element.send_keys(value)
+        driver.find_element(By.ID, "submit-job").click()
+        wait(driver).until(lambda d: text_of(d, "job-id"))
+        job_id = text_of(driver, "job-id")
+        assert wait_until_finished(browser, service) == "succeeded", text_of(driver, "job-error")
+        browser.screenshot("web-page-7-dataset-job")
+        with service.client_for(key) as client:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["dataset_id"] == dataset["id"] and job["config"]["gan_iterations"] == 10
+        assert browser.console_errors() == []

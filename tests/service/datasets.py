@@ -58,10 +58,11 @@ def make_csv_zip(
     extra_rows: tuple[str, ...] = (),
     unnamed: int = 0,
     seed: int = 0,
+    labels: str | bytes | None = None,
 ) -> Path:
     """images/NNN.png and labels.csv (`file,label[,split]`): the first `test_per_class` images
     of each class get split=test (no split column when 0); `extra_rows` are appended as
-    written; `unnamed` more images are in the zip but in no row."""
+    written; `unnamed` more images are in the zip but in no row; `labels` replaces the file."""
     rng = np.random.default_rng(seed)
     rows = ["file,label,split" if test_per_class else "file,label"]
     n = 0
@@ -75,5 +76,6 @@ def make_csv_zip(
                 n += 1
         for i in range(unnamed):
             zf.writestr(f"images/unnamed_{i}.png", png("circle", rng))
-        zf.writestr("labels.csv", "\n".join([*rows, *extra_rows]) + "\n")
+        text = "\n".join([*rows, *extra_rows]) + "\n"
+        zf.writestr("labels.csv", text if labels is None else labels)
     return path
