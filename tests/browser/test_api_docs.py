@@ -63,7 +63,7 @@ def test_redoc_renders_the_operations(browser: Browser, service: Service) -> Non
     driver = browser.driver
     with browser.screenshot_on_failure("api-docs-redoc"):
         driver.get(f"{service.base_url}/redoc")
-        title = "Upload a dataset zip and start a balancing job"
+        title = "Upload a dataset zip once, for any number of jobs"
         WebDriverWait(driver, UI_TIMEOUT_S, poll_frequency=0.2).until(
             lambda d: title in d.find_element(By.TAG_NAME, "body").text
         )
