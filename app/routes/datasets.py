@@ -131,10 +131,12 @@ def get_dataset(
     "/{dataset_id}",
     status_code=204,
     summary="Delete a dataset you uploaded (not while queued or running jobs use it)",
+    description="409 while queued or running jobs use the dataset (the problem lists them in "
+    "`jobs`), and for a built-in dataset, which nobody may delete.",
     responses={
         204: {"description": "Deleted, with its stored zip. Jobs that ran on it keep their "
               "results."},
-        **problem_responses(403, 404, 409),
+        **problem_responses(404, 409),
     },
 )  # fmt: skip
 def delete_dataset(
@@ -142,7 +144,7 @@ def delete_dataset(
 ) -> Response:
     if is_builtin(dataset_id):
         raise ProblemError(
-            403, "dataset-builtin", "Built-in dataset",
+            409, "dataset-builtin", "Built-in dataset",
             f"{dataset_id} is built in: every owner may use it, nobody may delete it",
         )  # fmt: skip
     row = _owned_or_404(session, dataset_id, owner)

@@ -20,6 +20,7 @@ Left out, each for a reason:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,3 +98,74 @@ def test_event_stream_route_passes(fuzzed_api: Stack) -> None:
         fuzzed_api, "--phases", "examples,coverage,fuzzing", "--include-path", EVENTS
     )
     assert done.returncode == 0, _failed(done, fuzzed_api)
+
+
+# --- as a third party would: the plain CLI, no hooks --------------------------------------
+
+THIRD_PARTY_EXAMPLES = 150
+MIN_LINKS = 20
+
+
+@pytest.fixture(scope="module")
+def plain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The API as deployed (default sweeper timings), no worker: accepted jobs stay queued.
+    The one setting: an owner may have any number of jobs queued, so the run is not 429s."""
+    stack = Stack(
+        tmp_path_factory.mktemp("schemathesis"),
+        BALANCER_MAX_UPLOAD_BYTES="1000000",
+        BALANCER_SWEEP_INTERVAL_S="10",
+        BALANCER_RESEND_QUEUED_AFTER_S="600",
+        BALANCER_LEASE_S="60",
+        BALANCER_HEARTBEAT_INTERVAL_S="0",
+        BALANCER_OWNER_MAX_ACTIVE_JOBS="100000",
+    ).prepare()
+    try:
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def failure_codes(out: str) -> list[tuple[str, str]]:
+    """(code, the text of its report up to the next one) for each failure in the output."""
+    blocks = re.split(r"^- (ST\d+) ", out.split("= FAILURES =", 1)[-1], flags=re.MULTILINE)
+    return list(zip(blocks[1::2], blocks[2::2], strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_schemathesis_as_a_third_party_runs_it(plain_api: Stack) -> None:
+    """The issue's command, word for word: `schemathesis run URL/openapi.json -H
+    "Authorization: Bearer KEY" --checks all --phases examples,coverage,fuzzing,stateful
+    -n 150`, with no hooks. The built-in dataset's id is the schema's example, so the stateful
+    phase starts real jobs and follows the links from them and from datasets. The one
+    failure allowed: ST202 for random bytes posted as a zip (a schema cannot say "a zip of
+    class folders"), which the service refuses as an invalid dataset."""
+    cmd = [
+        str(Path(sys.executable).with_name("schemathesis")), "run",
+        f"{plain_api.base_url}/openapi.json",
+        "-H", f"Authorization: Bearer {plain_api.key}",
+        "--checks", "all",
+        "--phases", PHASES,
+        "-n", str(THIRD_PARTY_EXAMPLES),
+        "--no-color",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SCHEMATHESIS_HOOKS"}
+    done = subprocess.run(
+        cmd, cwd=plain_api.data_dir, env=env, capture_output=True, text=True, timeout=2900
+    )
+    out = done.stdout
+    links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", out)
+    assert links, _failed(done, plain_api)
+    (plain_api.data_dir / "schemathesis.txt").write_text(out)
+    assert int(links[1]) >= MIN_LINKS, out
+    for code, report in failure_codes(out):
+        assert code == "ST202" and "/invalid-dataset" in report, f"{code}:\n{report}"
+        assert "not_a_zip" in report or "unreadable_archive" in report, report
+    summary = out.rsplit("SUMMARY", 1)[-1]
+    failures = (
+        summary.split("Failures:", 1)[-1].split("Test cases:", 1)[0] if done.returncode else ""
+    )
+    kinds = [line.strip() for line in failures.splitlines() if "❌" in line]
+    assert all(k.startswith("❌ ST202 ") for k in kinds), out
+    assert "Errors:" not in summary, out

@@ -114,7 +114,7 @@ def test_builtin_dataset_is_listed_and_runs_a_job(service: Service) -> None:
     assert demo["counts"]["1"] == {"train": 10, "test": 200}
     assert demo["counts"]["2"] == {"train": 300, "test": 200}
     assert demo["image_size"] == {"min": [28, 28], "max": [28, 28]}
-    body = assert_problem(client.delete(f"/v1/datasets/{DEMO}"), 403)
+    body = assert_problem(client.delete(f"/v1/datasets/{DEMO}"), 409)
     assert "built in" in body["detail"]
 
     resp = start(client, DEMO, QUICK)
