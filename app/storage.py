@@ -93,6 +93,9 @@ class Storage(Protocol):
     def delete_dataset(self, dataset_id: uuid.UUID) -> None:
         """Remove the stored dataset (best effort)."""
 
+    def stored_datasets(self, older_than: datetime) -> set[uuid.UUID]:
+        """Ids of datasets stored, last written before `older_than`."""
+
     def publish(self, job_id: uuid.UUID, work: Path, still_ours: StillOurs) -> list[StoredArtifact]:
         """Store the attempt's complete outputs (the folder `work`) as the job's results."""
 
@@ -259,6 +262,19 @@ class LocalStorage:
 
     def delete_dataset(self, dataset_id: uuid.UUID) -> None:
         (self.datasets_dir / f"{dataset_id}.zip").unlink(missing_ok=True)
+
+    def stored_datasets(self, older_than: datetime) -> set[uuid.UUID]:
+        cutoff = older_than.timestamp()
+        found = set()
+        for path in self.datasets_dir.glob("*.zip"):
+            dataset_id = parse_job_id(path.stem)
+            try:
+                old = path.stat().st_mtime < cutoff
+            except OSError:  # removed while we looked
+                continue
+            if dataset_id and old:
+                found.add(dataset_id)
+        return found
 
     def publish(self, job_id: uuid.UUID, work: Path, still_ours: StillOurs) -> list[StoredArtifact]:
         """Replace out/ with this attempt's outputs. An out/ can only be left over from an

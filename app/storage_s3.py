@@ -152,6 +152,15 @@ class S3Storage:
         except StorageUnavailable as exc:
             log.warning("dataset %s: could not delete its stored zip: %s", dataset_id, exc)
 
+    def stored_datasets(self, older_than: datetime) -> set[uuid.UUID]:
+        found = set()
+        for obj in self._list(self.prefix + "datasets/"):
+            name = obj["Key"][len(self.prefix + "datasets/") :].removesuffix(".zip")
+            dataset_id = parse_job_id(name)
+            if dataset_id and obj["LastModified"] <= older_than:
+                found.add(dataset_id)
+        return found
+
     def _fetch(self, key: str, job_id: uuid.UUID, attempt: int, what: str) -> Path:
         """A copy of `key` in the attempt's scratch, removed by release_scratch."""
         target = self._scratch_job(job_id) / f"{ATTEMPT_PREFIX}{attempt}.zip"

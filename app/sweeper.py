@@ -6,10 +6,10 @@
 - A queued job whose message was handed to the broker more than `resend_queued_after_s` ago
   and that no worker has claimed is sent again: a Redis restarted without persistence, or
   the embedded broker's messages taken by a worker that then died, are lost otherwise.
-- Every `orphan_sweep_interval_s`, stored files (app/storage.py) of jobs that no longer exist
-  are deleted: a DELETE while the object store was down, an API killed between storing an
-  upload and creating its job. Only files untouched for `orphan_grace_s`: an upload is
-  stored a moment before its job row is committed.
+- Every `orphan_sweep_interval_s`, stored files (app/storage.py) of jobs and datasets that no
+  longer exist are deleted: a DELETE while the object store was down, an API killed between
+  storing an upload and creating its job or dataset row. Only files untouched for
+  `orphan_grace_s`: an upload is stored a moment before its row is committed.
 
 Where it runs: a daemon thread in every API process, started by the app's lifespan. The API
 is the one part that is up whenever anyone cares about a job, and it needs no extra process
@@ -41,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.job_metrics import record_finish
-from app.models import Job, JobStatus, utcnow
+from app.models import Dataset, Job, JobStatus, utcnow
 from app.settings import Settings
 from app.storage import StorageUnavailable, storage_for
 
@@ -200,19 +200,25 @@ def _remove_outputs(settings: Settings, job_id: uuid.UUID) -> None:
 
 
 def sweep_orphans(sessions: sessionmaker[Session], settings: Settings, now: datetime) -> int:
-    """Delete the stored files of jobs that have no row; returns how many jobs' files."""
+    """Delete the stored files of jobs and datasets that have no row; returns how many."""
     storage = storage_for(settings)
-    stored = storage.stored_jobs(now - timedelta(seconds=settings.orphan_grace_s))
-    if not stored:
-        return 0
-    with sessions() as session:
-        rows = session.scalars(select(Job.id).where(Job.id.in_(stored)))
-        orphans = stored - set(rows)
-    for job_id in orphans:
-        storage.delete_job(job_id)
-    if orphans:
-        log.warning("removed the stored files of %d deleted job(s)", len(orphans))
-    return len(orphans)
+    cutoff = now - timedelta(seconds=settings.orphan_grace_s)
+    removed = 0
+    for kind, stored, model, delete in (
+        ("job", storage.stored_jobs(cutoff), Job, storage.delete_job),
+        ("dataset", storage.stored_datasets(cutoff), Dataset, storage.delete_dataset),
+    ):
+        if not stored:
+            continue
+        with sessions() as session:
+            rows = session.scalars(select(model.id).where(model.id.in_(stored)))
+            orphans = stored - set(rows)
+        for orphan in orphans:
+            delete(orphan)
+        if orphans:
+            log.warning("removed the stored files of %d deleted %s(s)", len(orphans), kind)
+        removed += len(orphans)
+    return removed
 
 
 def gave_up_message(attempts: int) -> str:

@@ -203,8 +203,10 @@ class Stack:
         return wait_until(check, f"job {job_id}: {what}", timeout_s, details)
 
     def job_folder(self, job_id: str) -> list[str]:
-        """The names in the job's folder on disk: upload.zip, then out/ once it succeeded."""
-        return sorted(p.name for p in (self.data_dir / "jobs" / job_id).iterdir())
+        """The names in the job's folder on disk: out/ once it succeeded, else nothing (its
+        dataset is stored apart, in datasets/)."""
+        folder = self.data_dir / "jobs" / job_id
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def in_training(attempt: int) -> Callable[[dict[str, Any]], bool]:

@@ -67,8 +67,7 @@ def test_a_full_data_directory_fails_the_job_cleanly_and_the_service_keeps_servi
         done = stack.wait_job(job_id, lambda j: j["status"] in FINISHED, "the job", JOB_S)
         assert done["status"] == "failed", done
         assert "ran out of disk space" in done["error"], done["error"]
-        folder = small_jobs_disk / "jobs" / job_id
-        assert sorted(p.name for p in folder.iterdir()) == ["upload.zip"], "nothing half-written"
+        assert stack.job_folder(job_id) == [], "nothing half-written"
         assert stack.client.get(f"/v1/jobs/{job_id}/report").status_code == 409
 
         # Still serving: health, status, listing; an upload is refused, not a 500.

@@ -139,7 +139,7 @@ def assert_succeeded_with_outputs(stack: Stack, job: dict, attempts: int) -> Non
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
         images = [n for n in zf.namelist() if n.endswith(".png")]
     assert len(images) >= sum(SMALL.values()), "every uploaded image is in the balanced set"
-    assert stack.job_folder(job["id"]) == ["out", "upload.zip"], "no attempt folder is left"
+    assert stack.job_folder(job["id"]) == ["out"], "no attempt folder is left"
 
 
 def test_killed_packed_worker_every_job_of_the_batch_is_retried_and_succeeds(
@@ -188,7 +188,7 @@ def test_cancel_stops_only_its_job_in_a_packed_batch(
     took = time.monotonic() - asked
     assert canceled["status"] == "canceled", canceled
     assert canceled["error"] is None and canceled["finished_at"]
-    assert stack.job_folder(endless) == ["upload.zip"], "no partial outputs are left"
+    assert stack.job_folder(endless) == [], "no partial outputs are left"
     assert stack.job(other)["status"] in {"running", "succeeded"}, "the other job runs on"
 
     done = stack.wait_job(other, lambda j: j["status"] in FINISHED, "the other job", JOB_S)
@@ -212,5 +212,5 @@ def test_a_job_past_its_time_limit_on_a_threads_worker_fails(stack: Stack, datas
     ), done
     assert done["attempts"] == 1
     assert TIME_LIMIT_S <= ran < TIME_LIMIT_S + STOP_WITHIN_S, "stopped soon after the limit"
-    assert stack.job_folder(job_id) == ["upload.zip"], "no partial outputs are left"
+    assert stack.job_folder(job_id) == [], "no partial outputs are left"
     assert worker.poll() is None, "the limit stops the job, not the worker"

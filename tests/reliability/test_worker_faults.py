@@ -57,7 +57,7 @@ def test_cancel_during_training_stops_the_job_within_seconds(stack: Stack, datas
     took = time.monotonic() - asked
     assert done["status"] == "canceled", done
     assert done["error"] is None and done["finished_at"]
-    assert stack.job_folder(job_id) == ["upload.zip"], "no partial outputs are left"
+    assert stack.job_folder(job_id) == [], "no partial outputs are left"
     print(f"fault: canceled {took:.1f} s after the request")
 
 
@@ -83,7 +83,7 @@ def test_worker_killed_during_gan_training_job_is_retried_and_succeeds(
     assert done["attempts"] == 2 and done["error"] is None
     resp = stack.client.get(f"/v1/jobs/{job_id}/balanced-dataset")
     assert resp.status_code == 200 and resp.content.startswith(b"PK")
-    assert stack.job_folder(job_id) == ["out", "upload.zip"], "no attempt folder is left"
+    assert stack.job_folder(job_id) == ["out"], "no attempt folder is left"
 
 
 def test_a_job_whose_worker_keeps_dying_fails_with_a_clear_error(
@@ -102,7 +102,7 @@ def test_a_job_whose_worker_keeps_dying_fails_with_a_clear_error(
     assert done["error"].startswith("the worker running this job stopped responding 2 times")
     assert done["error"].endswith("giving up")
     assert done["finished_at"] and done["attempts"] == 2
-    assert stack.job_folder(job_id) == ["upload.zip"]
+    assert stack.job_folder(job_id) == []
     # A worker started now finds nothing to do: the message the sweeper may still have in
     # the queue is for a finished job.
     stack.start_worker()

@@ -153,7 +153,10 @@ def test_six_jobs_run_on_both_hosts_and_leave_no_file_on_any_disk(
         assert {key for key, _, _ in stored.values()} == {
             f"balancer/jobs/{job_id}/{name}" for name in OUTPUTS
         }
-        assert {key for key, _, _ in stored.values()} | {f"balancer/uploads/{job_id}.zip"} <= keys
+        dataset_id = api.job(job_id)["dataset_id"]
+        assert {key for key, _, _ in stored.values()} | {
+            f"balancer/datasets/{dataset_id}.zip"
+        } <= keys
         for route, name in ROUTES.items():
             _, size, sha256 = stored[name]
             redirect = api.client.get(f"/v1/jobs/{job_id}/{route}")
@@ -213,6 +216,10 @@ def test_deleted_jobs_and_orphans_leave_nothing_in_the_store(cluster: Cluster) -
     jobs = api.client.get("/v1/jobs", params={"limit": 100}).json()["items"]
     for job in jobs:
         assert api.client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    datasets = api.client.get("/v1/datasets", params={"limit": 100}).json()["items"]
+    for dataset in datasets:
+        if not dataset["builtin"]:  # jobs' datasets stay until deleted themselves
+            assert api.client.delete(f"/v1/datasets/{dataset['id']}").status_code == 204
     orphan = f"balancer/uploads/{uuid.uuid4()}.zip"  # an API died before creating its job
     cluster.s3.client().put_object(Bucket=BUCKET, Key=orphan, Body=b"zip")
     assert orphan in cluster.s3.object_keys()

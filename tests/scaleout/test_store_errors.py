@@ -101,6 +101,7 @@ def test_an_upload_to_a_misconfigured_store_is_a_503_naming_the_fault(
         assert_problem(ready, 503)
         assert says in ready.json()["checks"]["storage"]
     assert list(settings.jobs_dir.iterdir()) == [], "the staged upload was removed"
+    assert list(settings.datasets_dir.iterdir()) == [], "the staged dataset was removed"
     assert server.object_keys() == []
 
 
@@ -127,6 +128,8 @@ def test_a_worker_that_cannot_use_the_store_fails_the_job_readably(
 
         done = client.get(f"/v1/jobs/{job_id}").json()
         assert done["status"] == "failed", done
-        assert "refused our credentials" in done["error"] and "fetching the upload" in done["error"]
+        assert (
+            "refused our credentials" in done["error"] and "fetching the dataset" in done["error"]
+        )
     assert list(worker.jobs_dir.iterdir()) == [], "no scratch left on the worker"
-    assert server.object_keys() == [f"errors/uploads/{job_id}.zip"]
+    assert server.object_keys() == [f"errors/datasets/{job.json()['dataset_id']}.zip"]
