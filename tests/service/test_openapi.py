@@ -85,6 +85,7 @@ def test_every_numeric_query_parameter_is_bounded(doc: dict) -> None:
 
 def test_upload_links_to_the_routes_about_the_new_job(doc: dict) -> None:
     links = doc["paths"]["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    assert links.pop("GetJobDataset")["parameters"] == {"dataset_id": "$response.body#/dataset_id"}
     targets = set()
     for link in links.values():
         assert link["parameters"] == {"job_id": "$response.body#/id"}
@@ -98,9 +99,48 @@ def test_upload_links_to_the_routes_about_the_new_job(doc: dict) -> None:
     assert about_job - targets == {("get", "/v1/jobs/{job_id}/events")}
 
 
+def link_target(doc: dict, link: dict) -> tuple[str, str]:
+    encoded_path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
+    path = encoded_path.replace("~1", "/").replace("~0", "~")
+    assert method in doc["paths"][path], link
+    return method, path
+
+
+def test_a_datasets_id_links_to_new_jobs_and_the_dataset_routes(doc: dict) -> None:
+    for path, method, status in [
+        ("/v1/datasets", "post", "201"),
+        ("/v1/datasets/{dataset_id}", "get", "200"),
+    ]:
+        links = doc["paths"][path][method]["responses"][status]["links"]
+        targets = {name: link_target(doc, link) for name, link in links.items()}
+        assert set(targets.values()) == {
+            ("post", "/v1/jobs"),
+            ("get", "/v1/datasets/{dataset_id}"),
+            ("delete", "/v1/datasets/{dataset_id}"),
+        }
+        job = links["CreateJobOnDataset"]["requestBody"]
+        assert job["dataset_id"] == "$response.body#/id"
+
+
+def test_the_builtin_dataset_is_the_example_of_a_json_job(doc: dict) -> None:
+    body = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert body["application/json"]["example"]["dataset_id"] == "demo-mnist-1-2-3"
+    schemas = doc["components"]["schemas"]
+    request = schemas["JobRequest"]
+    assert request["required"] == ["dataset_id"] and request["additionalProperties"] is False
+    config = schemas["JobConfig"]
+    assert config["additionalProperties"] is False
+    assert config["properties"]["seeds"]["anyOf"][0] == {
+        "type": "integer", "minimum": 1, "maximum": 20
+    }  # fmt: skip
+
+
 def test_every_refusal_of_an_upload_is_documented(doc: dict) -> None:
     codes = set(doc["paths"]["/v1/jobs"]["post"]["responses"])
-    assert {"202", "401", "413", "422", "429", "503"} <= codes
+    assert {"202", "400", "401", "404", "413", "415", "422", "429", "503"} <= codes
+    codes = set(doc["paths"]["/v1/datasets"]["post"]["responses"])
+    assert {"201", "400", "401", "413", "422", "503"} <= codes
 
 
 def test_page_bounds_are_enforced(service: Service) -> None:
@@ -137,5 +177,5 @@ def test_allow_lists_every_method_of_the_path(service: Service) -> None:
 def test_every_job_route_documents_401_and_503(doc: dict) -> None:
     """Any of them answers 401 without a key and 503 while the database is unreachable."""
     for path, method, op in operations(doc):
-        if path.startswith("/v1/jobs"):
+        if path.startswith(("/v1/jobs", "/v1/datasets")):
             assert {"401", "503"} <= set(op["responses"]), (method, path)
