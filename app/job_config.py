@@ -12,8 +12,11 @@ name the option and its range as the CLI's do.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
+import types
 import typing
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -37,6 +40,7 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "gan_lr": {"gt": 0.0, "le": 1.0},
     "diffaug_below": {"ge": 0, "le": 1_000_000_000},
     "transfer_below": {"ge": 0, "le": 1_000_000},
+    "proxy_worlds": {"ge": 1, "le": 10},
     "transfer_pairs": {"ge": 16, "le": 100_000},
     "transfer_steps": {"ge": 1, "le": 100_000},
     "classifier_batch": {"ge": 1, "le": 4096},
@@ -51,7 +55,7 @@ def _job_config_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(RunConfig):
         default = f.default if f.default is not dataclasses.MISSING else None
-        fields[f.name] = (hints[f.name], Field(default, **BOUNDS.get(f.name, {})))
+        fields[f.name] = (_bounded(hints[f.name], BOUNDS.get(f.name, {})), Field(default))
     return create_model(
         "JobConfig",
         __config__=ConfigDict(
@@ -63,6 +67,19 @@ def _job_config_model() -> type[BaseModel]:
         "preset's values fill the budget options left out or null.",
         **fields,
     )
+
+
+def _bounded(hint: Any, bounds: dict[str, Any]) -> Any:
+    """The option's type with its range on its numbers: `int | None` becomes
+    `Annotated[int, Field(ge=.., le=..)] | None`, `float | Literal["auto"]` likewise."""
+    if not bounds:
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [_bounded(a, bounds) for a in typing.get_args(hint)]
+        return functools.reduce(operator.or_, members)
+    if hint in (int, float):
+        return Annotated[hint, Field(**bounds)]
+    return hint
 
 
 JobConfig = _job_config_model()
