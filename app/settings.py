@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     orphan_sweep_interval_s: float = Field(3600.0, ge=0.0, description="0 = never.")
     orphan_grace_s: float = Field(3600.0, ge=0.0)
     page_size_max: int = Field(100, ge=1)
+    # A job's event stream (GET /v1/jobs/{id}/events) closes after this many seconds without
+    # its `end` event; the web page connects again (as EventSource does), balancer.Client polls
+    # instead. 0 = open until the job ends. For tools that read each stream to its end.
+    events_max_s: float = Field(0.0, ge=0.0)
     # Per owner (the owner of the API key): queued + running jobs at once, and upload size
     # (capped by max_upload_bytes; 0 = max_upload_bytes). owner_limits overrides them for
     # named owners, e.g. BALANCER_OWNER_LIMITS='{"lab": {"max_active_jobs": 10}}'.

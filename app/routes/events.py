@@ -47,6 +47,9 @@ DESCRIPTION = """A `text/event-stream` that follows the job:
 - a comment line (`: keep-alive`) after 15 s without an event, so proxies keep it open;
 - `end`: `{status, error}` once the job has ended (`status` is `deleted` if the job was
   deleted meanwhile); then the stream closes.
+
+Where the service sets BALANCER_EVENTS_MAX_S, a stream closes after that many seconds without
+`end`: connect again (EventSource does by itself).
 """
 
 Snapshot = dict[str, Any]
@@ -72,8 +75,9 @@ async def job_events(
     first = await run_in_threadpool(snapshot, sessions, job_uuid, owner) if job_uuid else None
     if job_uuid is None or first is None:
         raise ProblemError(404, "job-not-found", "Job not found", f"no job with id {job_id}")
+    max_s = request.app.state.settings.events_max_s
     return StreamingResponse(
-        _stream(request, sessions, job_uuid, first),
+        _stream(request, sessions, job_uuid, first, max_s),
         media_type="text/event-stream",
         # no-transform and X-Accel-Buffering: proxies must pass each event on at once.
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
@@ -102,14 +106,20 @@ def snapshot(
 
 
 async def _stream(
-    request: Request, sessions: sessionmaker[Session], job_id: uuid.UUID, state: Snapshot
+    request: Request,
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    state: Snapshot,
+    max_s: float = 0.0,
 ) -> AsyncIterator[str]:
     yield _progress_event(state)
-    last_write = time.monotonic()
+    opened = last_write = time.monotonic()
     while state["status"] not in FINISHED_VALUES:
         await asyncio.sleep(POLL_S)
         if await request.is_disconnected():
             return
+        if max_s and time.monotonic() - opened >= max_s:
+            return  # the client connects again
         new = await _poll(sessions, job_id, state)
         if new is None:
             yield _event("end", {"status": "deleted", "error": None})

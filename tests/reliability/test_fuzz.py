@@ -109,7 +109,8 @@ MIN_LINKS = 20
 @pytest.fixture(scope="module")
 def plain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The API as deployed (default sweeper timings), no worker: accepted jobs stay queued.
-    The one setting: an owner may have any number of jobs queued, so the run is not 429s."""
+    Two settings: an owner may have any number of jobs queued, so the run is not all 429s,
+    and event streams close after a second."""
     stack = Stack(
         tmp_path_factory.mktemp("schemathesis"),
         BALANCER_MAX_UPLOAD_BYTES="1000000",
@@ -118,6 +119,9 @@ def plain_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         BALANCER_LEASE_S="60",
         BALANCER_HEARTBEAT_INTERVAL_S="0",
         BALANCER_OWNER_MAX_ACTIVE_JOBS="100000",
+        # No worker runs, so a job's event stream would stay open, and Schemathesis reads
+        # each for 10 s (its read timeout) on every call: close them after a second.
+        BALANCER_EVENTS_MAX_S="1",
     ).prepare()
     try:
         stack.start_api()
