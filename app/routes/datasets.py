@@ -89,7 +89,11 @@ def create_dataset(
     return DatasetOut.of(row)
 
 
-@router.get("", summary="List the built-in datasets and yours (newest first)")
+@router.get(
+    "",
+    summary="List the built-in datasets and yours (newest first)",
+    responses={200: {"links": dataset_links("$response.body#/items/0/id")}},
+)
 def list_datasets(
     owner: CurrentOwner,
     session: SessionDep,

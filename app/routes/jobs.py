@@ -256,7 +256,11 @@ def _create_with_upload(
         raise
 
 
-@router.get("", summary="List your jobs, newest first")
+@router.get(
+    "",
+    summary="List your jobs, newest first",
+    responses={200: {"links": job_links("$response.body#/items/0/id")}},
+)
 def list_jobs(
     owner: CurrentOwner,
     session: SessionDep,
