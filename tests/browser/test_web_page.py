@@ -225,6 +225,7 @@ def dataset_row(driver: WebDriver, dataset_id: str) -> list:
     return rows[0].find_elements(By.TAG_NAME, "td") if rows else []
 
 
+@pytest.mark.slow
 def test_datasets_are_listed_and_a_job_starts_on_one(
     service: Service, browser: Browser, tmp_path: Path
 ) -> None:

@@ -106,6 +106,7 @@ def test_submit_a_folder_zipped_while_uploading(
     assert job.wait(progress=False, timeout=60).status == "canceled"
 
 
+@pytest.mark.slow
 def test_upload_a_dataset_once_and_submit_by_id(client: Client, dataset_path: Path) -> None:
     dataset = client.upload_dataset(dataset_path)
     assert dataset.classes == sorted(CLASS_SIZES) and not dataset.builtin

@@ -158,6 +158,7 @@ def test_figures_move_as_jobs_run(stack: tuple[Service, str], dataset_zip: bytes
     assert not any(done["id"] in str(labels) for _, labels in last)
 
 
+@pytest.mark.slow
 def test_dataset_figures(stack: tuple[Service, str], dataset_zip: bytes) -> None:
     """balancer_datasets and balancer_dataset_bytes: uploaded datasets, not built-in ones."""
     svc, _ = stack

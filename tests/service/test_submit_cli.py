@@ -100,6 +100,7 @@ def test_an_unreachable_service_exits_3(service: Service, tmp_path: Path) -> Non
     assert "cannot reach" in done.stderr
 
 
+@pytest.mark.slow
 def test_datasets_upload_list_delete_and_submit_by_id(service: Service, tmp_path: Path) -> None:
     url = ["--url", service.base_url]
     data = make_zip(tmp_path / "shapes.zip")
