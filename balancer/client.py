@@ -278,6 +278,8 @@ class Job:
         breaks (e.g. behind a proxy that buffers or cuts it). `progress` draws a tqdm bar
         (stage, percent, the service's ETA) on stderr. TimeoutError after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.info.get("deleted"):
+            return self
         bar = _ProgressBar(progress)
         try:
             bar.show(self.info)
@@ -340,11 +342,13 @@ class Job:
         return self.client._download(self._route("/samples.png"), path)
 
     def cancel(self) -> Job:
-        """Cancel a queued or running job (a running one stops within seconds); a finished
-        job is deleted with its files."""
+        """Cancel a running job (it stops within seconds, and stays readable as canceled);
+        a queued job is canceled and deleted, a finished one deleted with its files (then
+        `info["deleted"]` is True)."""
         response = self.client._request("DELETE", self._route())
-        if response.status_code == 204:
-            self.info = {**self.info, "deleted": True}
+        if response.status_code == 204:  # deleted: a queued job canceled on the way
+            status = self.status if self.finished else "canceled"
+            self.info = {**self.info, "status": status, "deleted": True}
         else:
             self.info = response.json()
         return self

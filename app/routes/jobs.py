@@ -367,12 +367,16 @@ def get_report_html(
 
 @router.delete(
     "/{job_id}",
-    summary="Cancel a queued or running job, or delete a finished one and its files",
+    summary="Delete a job: a queued or finished one at once, a running one once it stopped",
+    description="A queued job is canceled and deleted, a finished one deleted with its "
+    "files (204: then a 404, as for any deleted resource). A running job is asked to stop "
+    "(202); it ends `canceled` within seconds and can then be deleted. The job's dataset "
+    "stays (DELETE /v1/datasets/{id}).",
     status_code=204,
     responses={
-        200: {"model": JobOut, "description": "A queued job, now canceled."},
+        200: {"model": JobOut, "description": "The job ended as it was asked to stop."},
         202: {"model": JobOut, "description": "A running job; it stops within seconds."},
-        204: {"description": "A finished job, deleted with its files."},
+        204: {"description": "A queued or finished job, deleted with its files."},
         **problem_responses(404),
     },
 )
@@ -385,8 +389,10 @@ def delete_job(
         crud.delete_job(session, job_uuid)
         delete_job_files(settings, job_uuid)
         return Response(status_code=204)
-    if crud.cancel_if_queued(session, job_uuid):
-        return _job_json(session, job_uuid, owner, 200)
+    if crud.cancel_if_queued(session, job_uuid):  # counted as canceled, then gone
+        crud.delete_job(session, job_uuid)
+        delete_job_files(settings, job_uuid)
+        return Response(status_code=204)
     if crud.request_cancel(session, job_uuid):
         return _job_json(session, job_uuid, owner, 202)
     # It finished between our read and our update: report what it is now.

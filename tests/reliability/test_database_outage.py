@@ -74,7 +74,7 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
         print(f"fault: API answered 200 {time.monotonic() - back:.2f} s after PostgreSQL was up")
         assert stack.job(job_id)["status"] == "queued", "the accepted job is still there"
         new_id = stack.submit(data, TINY)["id"]
-        assert stack.client.delete(f"/v1/jobs/{new_id}").status_code == 200
+        assert stack.client.delete(f"/v1/jobs/{new_id}").status_code in (202, 204)
         assert stack.api is not None and stack.api.poll() is None, "no restart happened"
         assert "Traceback" not in stack.logs[0].read_text(), "a 503 is not a crash"
     finally:

@@ -94,7 +94,7 @@ def test_figures_move_as_jobs_run(stack: tuple[Service, str], dataset_zip: bytes
     assert value(queued, "balancer_jobs", status="queued") == 1
 
     # Both cancelled: the queued one by the API, the running one by its worker.
-    assert svc.client.delete(f"/v1/jobs/{waiting['id']}").status_code == 200
+    assert svc.client.delete(f"/v1/jobs/{waiting['id']}").status_code == 204
     assert svc.client.delete(f"/v1/jobs/{long_job['id']}").status_code == 202
     wait_for(
         lambda: value(scrape(worker_url), "balancer_worker_jobs_in_progress") == 0,
