@@ -21,6 +21,8 @@ from app.schemas import DatasetOut, DatasetPage
 from app.settings import Settings
 from app.storage import UploadTooLarge, dataset_path, file_digest, stage_dataset, storage_for
 from pipeline.builtin_datasets import BUILTIN, DEMO_MNIST, is_builtin
+from pipeline.errors import DatasetError
+from pipeline.layout import DatasetLayout, check_upload
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401, 503))
 
@@ -211,12 +213,11 @@ def accept_dataset(
     return row
 
 
-def inspect_upload(path: Path, settings: Settings, test_fraction: float, seed: int):  # noqa: ANN201 (DatasetLayout; pipeline.layout loads numpy)
+def inspect_upload(
+    path: Path, settings: Settings, test_fraction: float, seed: int
+) -> DatasetLayout:
     """The upload-time checks; any refusal, including zipfile's surprises on hostile bytes,
     is a 422 naming rule and entry. Images are decoded by the job."""
-    from pipeline.errors import DatasetError
-    from pipeline.layout import check_upload
-
     limits = settings.archive_limits()
     try:
         return check_upload(path, test_fraction=test_fraction, seed=seed, limits=limits)
