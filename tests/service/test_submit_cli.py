@@ -118,9 +118,9 @@ def test_datasets_upload_list_delete_and_submit_by_id(service: Service, tmp_path
     in_use = balancer(service, "datasets", "delete", dataset_id, *url, key=service.key)
     assert in_use.returncode == 2 and "409" in in_use.stderr
     service.client.delete(f"/v1/jobs/{job_id}")
-    for _ in range(300):
-        if service.client.get(f"/v1/jobs/{job_id}").json().get("status") in {*FINISHED, 404}:
-            break
+    deadline = time.monotonic() + 300  # a running job stops at its next progress check
+    while service.client.get(f"/v1/jobs/{job_id}").json().get("status") not in {*FINISHED, 404}:
+        assert time.monotonic() < deadline, service.log_tail()
         time.sleep(0.2)
     deleted = balancer(service, "datasets", "delete", dataset_id, *url, key=service.key)
     assert deleted.returncode == 0, deleted.stderr
