@@ -25,6 +25,9 @@ TRACKED = {
     "progress_every": 2,
     "epochs": 1,
     "seeds": 1,
+    # The smallest transfer fit for "stripe" (9 images): the GAN steps above set the pace.
+    "transfer_pairs": 16,
+    "transfer_steps": 5,
 }
 STREAM_TIMEOUT_S = 180
 Event = tuple[str, dict]
