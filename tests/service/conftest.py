@@ -141,7 +141,10 @@ def redis_queue() -> Iterator[str]:
     client.close()
 
 
-BACKENDS = ["embedded", pytest.param("postgres_redis", marks=pytest.mark.service)]
+BACKENDS = [
+    "embedded",
+    pytest.param("postgres_redis", marks=[pytest.mark.service, pytest.mark.slow]),
+]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

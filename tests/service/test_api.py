@@ -29,6 +29,8 @@ from .datasets import (
     make_one_class_zip,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def submit(svc: Service, data: bytes, config: dict | None = None) -> httpx.Response:
     form = {"config": json.dumps(config)} if config is not None else {}

@@ -16,6 +16,8 @@ from app.schemas import eta_seconds
 
 from .conftest import Service
 
+pytestmark = pytest.mark.slow
+
 # Long enough (~7 s of GAN steps on 2 idle cores, progress written often) that the stream sees the
 # job running with an ETA; short enough for a loaded 2-core machine.
 TRACKED = {

@@ -21,7 +21,9 @@ from .conftest import python_path
 TABLES = {"jobs", "class_reports", "artifacts", "api_keys", "metric_totals", "alembic_version"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.service, pytest.mark.slow])]
+)
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
@@ -52,6 +54,7 @@ def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
     assert tables == TABLES and drift == []
 
 
+@pytest.mark.slow
 def test_cli_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     env |= {"BALANCER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": python_path()}
