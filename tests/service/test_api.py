@@ -176,8 +176,14 @@ def test_cancel_queued_and_running_jobs(service: Service, dataset_zip: bytes) ->
     job = wait_for(service, running["id"], lambda j: j["status"] in FINISHED, CANCEL_WITHIN_S)
     assert job["status"] == "canceled", job
 
-    # The queued job's message still reaches the worker, which must not start it.
-    time.sleep(2)
+    # The queued job's message still reaches the worker, which must not start it: wait for
+    # the worker to say it ignored the message (not a fixed sleep), then look at the job.
+    ignored = f"job {queued['id']}: canceled, message ignored"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while ignored not in service.logs[0].read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker never logged {ignored!r}\n{service.log_tail()}")
+        time.sleep(0.2)
     assert service.client.get(f"/v1/jobs/{queued['id']}").json()["attempts"] == 0
 
     job_dir = service.data_dir / "jobs" / running["id"]
