@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.augment import POLICIES
-from pipeline.config import EVALUATIONS, GENERATORS, PRESETS, RunConfig
+from pipeline.config import EVALUATIONS, GENERATORS, POLICIES, PRESETS, RunConfig
 from pipeline.errors import DatasetError
 
 

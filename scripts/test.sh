@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up, make sure PostgreSQL, Redis and Chromium are there, then run the whole test suite.
+# Set up, make sure PostgreSQL, Redis and Chromium are there, then run the whole test suite
+# (both tiers; extra arguments go to pytest, e.g. -m "not slow" for the inner loop only:
+# docs/testing.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

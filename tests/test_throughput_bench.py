@@ -236,6 +236,7 @@ def test_shared_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not gpu.available and gpu.of(["0"]) is None
 
 
+@pytest.mark.slow
 def test_a_tiny_dry_run_through_the_service(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

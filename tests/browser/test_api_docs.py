@@ -14,6 +14,7 @@ from tests.service.conftest import Service
 from .conftest import Browser
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.browser,
     pytest.mark.parametrize("service", ["embedded"], indirect=True),
 ]

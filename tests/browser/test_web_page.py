@@ -21,6 +21,7 @@ from tests.service.datasets import CLASS_SIZES, make_corrupt_image_zip, make_zip
 from .conftest import Browser
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.browser,
     # The service tests' fixture, on the embedded backend only (SQLite + embedded broker).
     pytest.mark.parametrize("service", ["embedded"], indirect=True),

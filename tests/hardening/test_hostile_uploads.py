@@ -309,6 +309,7 @@ MULTIPART_HEAD = (
 )
 
 
+@pytest.mark.slow
 def test_live_declared_length_over_the_limit_is_413_before_the_body(live) -> None:
     svc, headers = live
     before = snapshot(svc.data_dir)
@@ -319,6 +320,7 @@ def test_live_declared_length_over_the_limit_is_413_before_the_body(live) -> Non
     assert snapshot(svc.data_dir).keys() == before.keys()
 
 
+@pytest.mark.slow
 def test_live_chunked_upload_without_length_is_cut_off(live) -> None:
     """Transfer-Encoding: chunked and a body that never ends: 413 once past the limit."""
     svc, headers = live
@@ -341,6 +343,7 @@ def test_live_chunked_upload_without_length_is_cut_off(live) -> None:
     assert svc.client.get("/healthz").status_code == 200  # and it keeps serving
 
 
+@pytest.mark.slow
 def test_live_hostile_zip_is_refused_over_http(live) -> None:
     svc, headers = live
     before = snapshot(svc.data_dir)
@@ -351,6 +354,7 @@ def test_live_hostile_zip_is_refused_over_http(live) -> None:
     assert snapshot(svc.data_dir).keys() == before.keys()
 
 
+@pytest.mark.slow
 def test_live_image_bomb_is_refused_at_upload(live) -> None:
     """A PNG whose header declares 60000x60000 pixels in ~100 bytes: refused from its header
     before the 202, nothing written, the pixels never allocated."""
@@ -364,6 +368,7 @@ def test_live_image_bomb_is_refused_at_upload(live) -> None:
     assert snapshot(svc.data_dir).keys() == before.keys()
 
 
+@pytest.mark.slow
 def test_live_truncated_image_fails_the_job_naming_entry_and_rule(live) -> None:
     """A PNG cut short after an intact header passes the upload's header check; the worker's
     full decode fails it, and the job ends `failed` naming the entry and the rule."""

@@ -36,7 +36,7 @@ FAST_RECOVERY = {
     "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
 }
 # The smallest real job: a tiny GAN and one classifier epoch.
-TINY = {
+_SMALL_GAN = {
     "preset": "quick",
     "gan_iterations": 1,
     "epochs": 1,
@@ -44,8 +44,12 @@ TINY = {
     "gan_width": 8,
     "evaluation": "holdout",  # one run a job (cross-validation: tests/pipeline/test_crossval.py)
 }
-# GAN training that reports every iteration, long enough to be caught in the act.
-TRAINING = {**TINY, "gan_iterations": 30, "gan_batch": 8, "progress_every": 1}
+# ...and the smallest transfer fit (the quick preset's took 16 s of a 20 s job on 2 cores).
+TINY = {**_SMALL_GAN, "transfer_pairs": 16, "transfer_steps": 5}
+# GAN training that reports every iteration, long enough to be caught in the act. It keeps the
+# quick preset's transfer fit (256 pairs, 100 steps: seconds): with the small one, the jobs of
+# test_multi_host ended before the test saw them in "training_gan".
+TRAINING = {**_SMALL_GAN, "gan_iterations": 30, "gan_batch": 8, "progress_every": 1}
 # Far more GAN work than any test waits for. "per-class": a DCGAN per minority class (and per
 # proxy world), which runs gan_iterations, with no other generator to fit first.
 ENDLESS = {**TRAINING, "gan_iterations": 500_000, "generator": "per-class"}
@@ -86,6 +90,8 @@ class Stack:
         data_dir.mkdir(parents=True, exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
         self.env = base | {
+            # One PyTorch thread per process: the API, workers and tests share 2 cores.
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
             "BALANCER_DATA_DIR": str(data_dir),
             "BALANCER_DATABASE_URL": "",
             "BALANCER_BROKER_URL": "",

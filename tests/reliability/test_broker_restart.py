@@ -17,7 +17,7 @@ from tests.service.datasets import make_zip
 from .servers import ThrowawayRedis
 from .stack import ENDLESS, FINISHED, TINY, Stack, wait_until
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(300)]
 WAITING_JOBS = 3
 CLAIM_WITHIN_S = 90
 

@@ -19,7 +19,7 @@ from tests.service.datasets import make_zip
 from .servers import ThrowawayPostgres
 from .stack import TINY, Stack, wait_until
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(240)]
 RECOVER_WITHIN_S = 30
 
 

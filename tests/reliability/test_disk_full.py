@@ -19,7 +19,7 @@ from tests.service.datasets import make_zip
 
 from .stack import FINISHED, TINY, Stack
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 JOB_S = 240
 
 

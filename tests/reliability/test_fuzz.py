@@ -30,7 +30,7 @@ import pytest
 
 from .stack import Stack, python_path
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 MAX_EXAMPLES = 30  # per operation and phase: about a minute on 2 cores
 EVENTS = "/v1/jobs/{job_id}/events"
 PHASES = "examples,coverage,fuzzing,stateful"

@@ -13,7 +13,7 @@ import pytest
 
 from .stack import ROOT, free_port, python_path
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_concurrent_polls_and_uploads_meet_no_error(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from tests.service.datasets import make_zip
 from .servers import ThrowawayPostgres, ThrowawayRedis
 from .stack import ENDLESS, FINISHED, Stack, in_training, wait_until
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(420)]
 
 PACKED = 2  # jobs at once on the packed worker
 SMALL = {"circle": 12, "square": 6, "stripe": 6}

@@ -16,7 +16,7 @@ from tests.service.datasets import make_zip
 
 from .stack import ENDLESS, FINISHED, TRAINING, Stack, in_training
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SMALL = {"circle": 12, "square": 6, "stripe": 6}
 REACH_TRAINING_S = 120  # a loaded 2-core machine needs a while to load torch and the data

@@ -50,6 +50,7 @@ def visible_devices(pid: int) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_one_process_per_gpu_started_and_stopped_together(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "CUDA_"))}
     env |= {"BALANCER_DATA_DIR": str(tmp_path), "BALANCER_WARM_UP": "false"}

@@ -29,7 +29,7 @@ from tests.service.datasets import make_zip
 
 from .s3servers import BUCKET, RcloneS3
 
-pytestmark = [pytest.mark.service, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(600)]
 
 SMALL = {"circle": 12, "square": 6, "stripe": 6}
 OUTPUTS = {"balanced.zip", "report.html", "report.json", "samples.png"}

@@ -21,7 +21,7 @@ from app.storage_s3 import S3Storage
 
 from .s3servers import BUCKET, RcloneS3, S3Server, SeaweedS3
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 MiB = 1024**2
 PART = 5 * MiB  # S3's smallest part: a 12 MiB upload goes in 3 parts
 

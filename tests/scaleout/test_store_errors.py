@@ -25,7 +25,7 @@ from tests.service.datasets import make_zip
 
 from .s3servers import BUCKET, RcloneS3, S3Server
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 TINY = {
     "preset": "quick",
     "gan_iterations": 1,

@@ -41,6 +41,10 @@ ACTIVE_JOBS_LIMIT = 3
 RETRY_AFTER_S = 45
 SMALL_OWNER, SMALL_OWNER_UPLOAD_LIMIT = "small-uploads", 100_000
 TEST_OWNER = "tests"
+# One PyTorch thread in the API and worker processes (unless the caller set OMP_NUM_THREADS):
+# on the 2-core test machine they share the cores with the test process, and a small job took
+# 5.2-5.6 s with one thread against 7.8-10.9 s with two (docs/testing.md).
+ONE_THREAD = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 @dataclass
@@ -137,7 +141,10 @@ def redis_queue() -> Iterator[str]:
     client.close()
 
 
-BACKENDS = ["embedded", pytest.param("postgres_redis", marks=pytest.mark.service)]
+BACKENDS = [
+    "embedded",
+    pytest.param("postgres_redis", marks=[pytest.mark.service, pytest.mark.slow]),
+]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -176,7 +183,7 @@ def running_service(
     """With `worker_options`, the worker is `balancer worker OPTIONS` (same Celery argv)."""
     # Only our BALANCER_* variables: a developer's own must never reach the test processes.
     base = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
-    proc_env = base | env | {"PYTHONPATH": python_path()}
+    proc_env = base | ONE_THREAD | env | {"PYTHONPATH": python_path()}
     _run([sys.executable, "-c", "from cli.service_commands import db_upgrade_command as up; "
           "import argparse; up(argparse.Namespace(revision='head'))"], proc_env)  # fmt: skip
     created = _run([sys.executable, "-m", "cli.main", "keys", "create", "--name", "service tests",
@@ -250,7 +257,10 @@ def _wait(check: Callable[[], bool], what: str, svc: Service) -> None:
 
 # evaluation holdout: these tests are of the service; tests/pipeline/test_crossval.py covers
 # the cross-validation that "auto" would choose for these small flat zips (5 runs a job).
+# A narrow GAN and the smallest transfer fit the config admits: the quick preset's transfer
+# fit alone took 16 s of a 20 s job here.
 QUICK = {"preset": "quick", "gan_iterations": 20, "epochs": 1, "seeds": 1, "evaluation": "holdout"}
+QUICK |= {"gan_width": 8, "transfer_pairs": 16, "transfer_steps": 5}
 # Far more GAN work than the tests wait for: the job is surely still running when cancelled.
 # Small GAN batches and frequent progress callbacks: the worker gets to check for a cancel
 # often, even on a loaded 2-core CI machine.

@@ -41,6 +41,8 @@ from .conftest import (
     python_path,
 )
 
+pytestmark = pytest.mark.slow
+
 JOB_PATHS = ("", "/report", "/classes", "/balanced-dataset", "/samples.png", "/report.html")
 PUBLIC_PATHS = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/")
 

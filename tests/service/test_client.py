@@ -20,6 +20,8 @@ from balancer import Client, ServiceError, ServiceUnreachable
 from .conftest import LONG, QUICK, Service
 from .datasets import CLASS_SIZES, make_corrupt_image_zip, make_zip
 
+pytestmark = pytest.mark.slow
+
 METHODS = {"baseline", "oversample", "gan"}
 
 

@@ -16,6 +16,8 @@ from app.schemas import eta_seconds
 
 from .conftest import Service
 
+pytestmark = pytest.mark.slow
+
 # Long enough (~7 s of GAN steps on 2 idle cores, progress written often) that the stream sees the
 # job running with an ETA; short enough for a loaded 2-core machine.
 TRACKED = {
@@ -25,6 +27,9 @@ TRACKED = {
     "progress_every": 2,
     "epochs": 1,
     "seeds": 1,
+    # The smallest transfer fit for "stripe" (9 images): the GAN steps above set the pace.
+    "transfer_pairs": 16,
+    "transfer_steps": 5,
 }
 STREAM_TIMEOUT_S = 180
 Event = tuple[str, dict]

@@ -21,6 +21,8 @@ from .conftest import (
     service_env,
 )
 
+pytestmark = pytest.mark.slow
+
 STAGES = ("validating", "training_gan", "training_classifier", "evaluating", "packaging")
 WAIT_S = 120
 JOB_WAIT_S = 600  # a whole quick job on a loaded 2-core machine

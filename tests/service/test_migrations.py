@@ -29,7 +29,9 @@ TABLES = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.service, pytest.mark.slow])]
+)
 def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
@@ -60,6 +62,7 @@ def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
     assert tables == TABLES and drift == []
 
 
+@pytest.mark.slow
 def test_cli_db_upgrade_works_from_any_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     env |= {"BALANCER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": python_path()}

@@ -65,6 +65,7 @@ def test_error_responses_are_documented_as_problem_json(doc: dict) -> None:
     assert {"401", "404", "409", "413", "422", "429", "503"} <= codes
 
 
+@pytest.mark.slow
 def test_docs_and_schema_are_served(service: Service) -> None:
     assert "swagger" in service.client.get("/docs").text.lower()
     assert service.client.get("/openapi.json").json()["info"]["title"]
@@ -143,6 +144,7 @@ def test_every_refusal_of_an_upload_is_documented(doc: dict) -> None:
     assert {"201", "400", "401", "413", "422", "503"} <= codes
 
 
+@pytest.mark.slow
 def test_page_bounds_are_enforced(service: Service) -> None:
     """The fuzzer's 500: an offset past the database's integer. Now a 422 on both backends,
     and the documented maximum itself works."""
@@ -159,6 +161,7 @@ def test_page_bounds_are_enforced(service: Service) -> None:
     assert at_max.json()["items"] == []
 
 
+@pytest.mark.slow
 def test_allow_lists_every_method_of_the_path(service: Service) -> None:
     job = "/v1/jobs/0b7e0d52-5c4f-4c59-9d0e-3f1c1f0f2a11"
     for method, path, allowed in [

@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT, START_TIMEOUT_S, _free_port, python_path
 from .test_auth import _answers
+
+pytestmark = pytest.mark.slow
 
 
 def _children(pid: int) -> list[int]:

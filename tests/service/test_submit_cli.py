@@ -16,7 +16,7 @@ import pytest
 from .conftest import FINISHED, QUICK, ROOT, Service
 from .datasets import CLASS_SIZES, make_corrupt_image_zip, make_one_class_zip, make_zip
 
-pytestmark = pytest.mark.parametrize("service", ["embedded"], indirect=True)
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("service", ["embedded"], indirect=True)]
 QUICK_FLAGS = ["--preset", "quick", "--gan-iterations", str(QUICK["gan_iterations"])]
 QUICK_FLAGS += ["--epochs", "1", "--seeds", "1"]
 
