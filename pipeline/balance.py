@@ -167,7 +167,7 @@ def make_plan(
         target = int(max(int((labels == c).sum()) + n for c, n in need.items()))
         worlds += proxy_worlds(labels, need, target, cfg.proxy_worlds, cfg.seed)
     clock = _Clock()
-    stacked = train_judges(ds, worlds, cfg, device)
+    stacked = train_judges(ds, worlds, cfg, device, lambda f: progress("training_gan", 0.1 * f))
     judge = [single_member(stacked, w) for w in range(len(worlds))]  # judge[w]: world w's
     clock.lap("judges")
     progress("training_gan", 0.1)
@@ -179,7 +179,8 @@ def make_plan(
     ]
     scores = {}
     if len(worlds) > 1 and len(options) > 1:
-        scores = score_options(ds, worlds, options, kept, cfg, device)
+        on_proxy = lambda f: progress("training_gan", 0.9 + 0.1 * f)  # noqa: E731
+        scores = score_options(ds, worlds, options, kept, cfg, device, on_proxy)
         del scores[OVERSAMPLE]
         clock.lap("proxy_classifiers")
     return Plan(
@@ -274,7 +275,7 @@ def _feasible(generator: str, labels: np.ndarray, train: np.ndarray, need: dict)
 
 
 def train_judges(
-    ds: ImageDataset, worlds: list[World], cfg: RunConfig, device: torch.device
+    ds: ImageDataset, worlds: list[World], cfg: RunConfig, device: torch.device, progress=None
 ) -> SmallCNN:
     """A SmallCNN per world (member w) on its real training images, oversampled to balance.
 
@@ -297,6 +298,7 @@ def train_judges(
         cfg,
         device,
         seed=cfg.seed + 7,
+        progress=progress,
     )
     judge.train_seconds = time.perf_counter() - t
     return judge
@@ -320,7 +322,8 @@ def make_candidates(
         for g in generators
     }
     if "transfer" in generators:
-        cand, inf = _transfer(ds, worlds, feasible["transfer"], images, labels, cfg)
+        on_fit = lambda f: progress("training_gan", 0.1 + 0.1 * f)  # noqa: E731
+        cand, inf = _transfer(ds, worlds, feasible["transfer"], images, labels, cfg, on_fit)
         candidates.update(cand)
         info.update(inf)
     clock.lap("transfer")
@@ -341,13 +344,22 @@ def make_candidates(
     return candidates, info
 
 
-def _transfer(ds, worlds, which: list[int], images, labels, cfg) -> tuple[dict, dict]:
+def _transfer(ds, worlds, which: list[int], images, labels, cfg, progress) -> tuple[dict, dict]:
     """Variations for every world in `which`, one field model per world, fitted together."""
     tcfg = TransferConfig(pairs=cfg.transfer_pairs, steps=cfg.transfer_steps)
     if not which:
         return {}, {}
     groups = [torch.as_tensor(worlds[w].train) for w in which]
-    models = fit_field_models(images, labels, groups, tcfg, seed=cfg.seed, engine=cfg.engine)
+    models = fit_field_models(
+        images,
+        labels,
+        groups,
+        tcfg,
+        seed=cfg.seed,
+        on_step=lambda i: progress(i / tcfg.steps),
+        step_every=cfg.progress_every,
+        engine=cfg.engine,
+    )
     candidates, info = {}, {}
     for w, model in zip(which, models, strict=True):
         train = torch.as_tensor(worlds[w].train, device=images.device)
@@ -463,7 +475,9 @@ def filter_candidates(ds, worlds, candidates, judge, cfg) -> tuple[dict, dict]:
     return kept, counts, scored
 
 
-def score_options(ds, worlds, options, kept, cfg, device) -> dict[Option, OptionScore]:
+def score_options(
+    ds, worlds, options, kept, cfg, device, progress=None
+) -> dict[Option, OptionScore]:
     """Train a classifier per (proxy world, option) and score it on the world's held-out images."""
     labels = ds.train_labels.numpy()
     extra_images, extra_labels, pools, member_of = [], [], [], []
@@ -488,8 +502,9 @@ def score_options(ds, worlds, options, kept, cfg, device) -> dict[Option, Option
             member_of.append((w, (g, s)))
     images = torch.cat([ds.train_images, *extra_images])
     all_labels = torch.cat([ds.train_labels, *extra_labels])
+    seeds_of = [w for w, _ in member_of]
     model = _train_members(
-        images, all_labels, pools, [w for w, _ in member_of], ds, cfg, device, seed=cfg.seed + 11
+        images, all_labels, pools, seeds_of, ds, cfg, device, cfg.seed + 11, progress
     )
     held = np.unique(np.concatenate([w.held_out for w in worlds[1:]]))
     preds = predict(model, ds.train_images[torch.as_tensor(held)].to(device)).numpy()  # [M, H]
@@ -510,10 +525,15 @@ def score_options(ds, worlds, options, kept, cfg, device) -> dict[Option, Option
     return scores
 
 
-def _train_members(images, labels, pools, seeds_of, ds, cfg, device, seed: int) -> SmallCNN:
-    """One stacked SmallCNN training, member m on images[pools[m]], the job's recipe."""
+def _train_members(
+    images, labels, pools, seeds_of, ds, cfg, device, seed: int, progress=None
+) -> SmallCNN:
+    """One stacked SmallCNN training, member m on images[pools[m]], the job's recipe.
+
+    progress(fraction) every cfg.progress_every steps: a cancellation point (it may raise)."""
     p_max = max(len(p) for p in pools)
     padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in pools]))
+    steps = cfg.epochs * math.ceil(p_max / cfg.classifier_batch)
     return train_classifiers(
         images.to(device),
         labels.to(device),
@@ -521,10 +541,12 @@ def _train_members(images, labels, pools, seeds_of, ds, cfg, device, seed: int) 
         torch.tensor([len(p) for p in pools], device=device),
         seeds_of,
         len(ds.class_names),
-        steps=cfg.epochs * math.ceil(p_max / cfg.classifier_batch),
+        steps=steps,
         batch=cfg.classifier_batch,
         lr=cfg.classifier_lr,
         seed=seed,
+        on_step=None if progress is None else (lambda i: progress(i / steps)),
+        step_every=cfg.progress_every,
         engine=cfg.engine,
         augmentation=augmentation_for(cfg.classifier_augment),
     )
