@@ -25,18 +25,23 @@ JOB_S = 240
 
 @pytest.fixture
 def small_jobs_disk(tmp_path: Path) -> Iterator[Path]:
-    """DATA_DIR whose jobs/ folder is a 2 MiB tmpfs."""
+    """DATA_DIR whose jobs/ and datasets/ folders share one 2 MiB tmpfs (links into it), as
+    the job files and the stored uploads share one disk."""
     data_dir = tmp_path / "data"
-    jobs = data_dir / "jobs"
-    jobs.mkdir(parents=True)
-    cmd = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(jobs)]
+    disk = tmp_path / "disk"
+    disk.mkdir(parents=True)
+    data_dir.mkdir()
+    cmd = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(disk)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs (root needed): {done.stderr}", pytrace=False)
+    for name in ("jobs", "datasets"):
+        (disk / name).mkdir()
+        (data_dir / name).symlink_to(disk / name)
     try:
         yield data_dir
     finally:
-        subprocess.run(["umount", "-l", str(jobs)], capture_output=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def fill(path: Path) -> int:
