@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from app.problems import ProblemError
 from pipeline.config import RunConfig
@@ -77,9 +77,25 @@ def _bounded(hint: Any, bounds: dict[str, Any]) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         members = [_bounded(a, bounds) for a in typing.get_args(hint)]
         return functools.reduce(operator.or_, members)
-    if hint in (int, float):
+    if hint is int:  # JSON Schema's integers include 383.0: take a whole float as an int
+        return Annotated[int, BeforeValidator(_whole_float_to_int), Field(**bounds)]
+    if hint is float:
         return Annotated[hint, Field(**bounds)]
     return hint
+
+
+def _whole_float_to_int(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_INT_OPTIONS = {
+    f.name
+    for f in dataclasses.fields(RunConfig)
+    if int in (typing.get_args(typing.get_type_hints(RunConfig)[f.name]) or (None,))
+    or typing.get_type_hints(RunConfig)[f.name] is int
+}
 
 
 JobConfig = _job_config_model()
@@ -89,6 +105,9 @@ def parse_config(values: Any) -> RunConfig:
     """A run config from the request's options, or a 422 naming the option at fault."""
     if not isinstance(values, dict):
         raise bad_config("config must be a JSON object, e.g. " + str(CONFIG_EXAMPLE))
+    # A whole number written as 383.0 is an integer (JSON Schema's reading): the pipeline
+    # gets an int, never a float batch size.
+    values = {k: _whole_float_to_int(v) if k in _INT_OPTIONS else v for k, v in values.items()}
     try:
         config = RunConfig.from_dict(values)
     except ValueError as exc:

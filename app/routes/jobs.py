@@ -100,6 +100,7 @@ CREATE_BODY = {
             "schema": {
                 "type": "object",
                 "required": ["dataset"],
+                "additionalProperties": False,
                 "properties": {
                     "dataset": {
                         "type": "string",
@@ -189,6 +190,14 @@ def _form_parts(form: FormData) -> tuple[StarletteUpload, RunConfig]:
     """The multipart form's `dataset` file and its `config` (a JSON object as a string)."""
     upload = form.get("dataset")
     raw = form.get("config")
+    unknown = sorted(set(form.keys()) - {"dataset", "config"})
+    if unknown:  # the schema allows these two fields only
+        names = ", ".join(repr(n) for n in unknown[:5])
+        raise ProblemError(
+            422, "validation-error", "Request validation failed",
+            f"body: unknown form field(s) {names}; send `dataset` and optionally `config`",
+            errors=[{"loc": ["body", n], "msg": "unknown field", "type": "extra"} for n in unknown],
+        )  # fmt: skip
     if not isinstance(upload, StarletteUpload):
         msg = "Field required" if upload is None else "Expected a file, got a string"
         raise ProblemError(
