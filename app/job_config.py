@@ -78,7 +78,7 @@ def _bounded(hint: Any, bounds: dict[str, Any]) -> Any:
         members = [_bounded(a, bounds) for a in typing.get_args(hint)]
         return functools.reduce(operator.or_, members)
     if hint is int:  # JSON Schema's integers include 383.0: take a whole float as an int
-        return Annotated[int, BeforeValidator(_whole_float_to_int), Field(**bounds)]
+        return Annotated[int, Field(**bounds), BeforeValidator(_whole_float_to_int)]
     if hint is float:
         return Annotated[hint, Field(**bounds)]
     return hint
