@@ -99,7 +99,10 @@ def test_upload_poll_and_download(service: Service, dataset_zip: bytes) -> None:
     assert f'filename="balanced-{job["id"]}.zip"' in resp.headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
         per_class = Counter(n.split("/")[0] for n in zf.namelist() if "/" in n)
-    expected = {n: c["train_count"] + c["synthetic_count"] for n, c in classes.items()}
+    expected = {
+        n: c["train_count"] + c["synthetic_count"] + c["repeated_real_count"]
+        for n, c in classes.items()
+    }
     assert per_class == expected
     assert len(set(per_class.values())) == 1, "every class should be filled to the same size"
 
