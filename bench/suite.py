@@ -71,9 +71,8 @@ from bench.common import (  # noqa: E402
     load_photo_tiles,
     load_sklearn_digits,
 )
-from pipeline.augment import augmentation_for  # noqa: E402
 from pipeline.balance import compose, make_plan, oversample_draws, oversampled_indices  # noqa: E402
-from pipeline.classifier import predict, train_classifiers  # noqa: E402
+from pipeline.classifier import predict, train_on_pools  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.cuda_graph import job_lane  # noqa: E402
 from pipeline.dataset import ImageDataset  # noqa: E402
@@ -313,23 +312,10 @@ def compare(ds, variants, variant_copies, target, cfg, device) -> dict:
     names = list(pools)
     method_of = [m for m in names for _ in range(cfg.seeds)]
     seed_of = [s for _ in names for s in range(cfg.seeds)]
-    plist = [pools[m] for m in method_of]
-    p_max = max(len(p) for p in plist)
-    padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in plist]))
-    model = train_classifiers(
-        images.to(device),
-        labels.to(device),
-        padded.to(device),
-        torch.tensor([len(p) for p in plist], device=device),
-        seed_of,
-        len(ds.class_names),
-        steps=cfg.epochs * math.ceil(p_max / cfg.classifier_batch),
-        batch=cfg.classifier_batch,
-        lr=cfg.classifier_lr,
-        seed=cfg.seed,
-        engine=cfg.engine,
-        augmentation=augmentation_for(cfg.classifier_augment),
-    )
+    model = train_on_pools(
+        images, labels, [pools[m] for m in method_of], seed_of, len(ds.class_names), cfg,
+        device, seed=cfg.seed,
+    )  # fmt: skip
     preds = predict(model, ds.test_images.to(device)).numpy()
     truth = ds.test_labels.numpy()
     counts = ds.train_counts()

@@ -22,7 +22,6 @@ every (world, option).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -32,8 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.augment import augmentation_for
-from pipeline.classifier import SmallCNN, predict, single_member, train_classifiers
+from pipeline.classifier import SmallCNN, predict, single_member, train_on_pools
 from pipeline.config import RunConfig
 from pipeline.dataset import ImageDataset
 from pipeline.filtering import (
@@ -289,12 +287,12 @@ def train_judges(
         sub = labels[w.train]
         pool = w.train[oversampled_indices(sub, int(np.bincount(sub).max()), _rng(cfg.seed))]
         pools.append(pool)
-    judge = _train_members(
+    judge = train_on_pools(
         ds.train_images,
         ds.train_labels,
         pools,
         [0] * len(pools),
-        ds,
+        len(ds.class_names),
         cfg,
         device,
         seed=cfg.seed + 7,
@@ -503,8 +501,16 @@ def score_options(
     images = torch.cat([ds.train_images, *extra_images])
     all_labels = torch.cat([ds.train_labels, *extra_labels])
     seeds_of = [w for w, _ in member_of]
-    model = _train_members(
-        images, all_labels, pools, seeds_of, ds, cfg, device, cfg.seed + 11, progress
+    model = train_on_pools(
+        images,
+        all_labels,
+        pools,
+        seeds_of,
+        len(ds.class_names),
+        cfg,
+        device,
+        cfg.seed + 11,
+        progress,
     )
     held = np.unique(np.concatenate([w.held_out for w in worlds[1:]]))
     preds = predict(model, ds.train_images[torch.as_tensor(held)].to(device)).numpy()  # [M, H]
@@ -523,33 +529,6 @@ def score_options(
         d_min = np.array([bal[(w, o)][1] - bal[(w, OVERSAMPLE)][1] for w in range(1, len(worlds))])
         scores[o] = OptionScore(d_bal, d_min)
     return scores
-
-
-def _train_members(
-    images, labels, pools, seeds_of, ds, cfg, device, seed: int, progress=None
-) -> SmallCNN:
-    """One stacked SmallCNN training, member m on images[pools[m]], the job's recipe.
-
-    progress(fraction) every cfg.progress_every steps: a cancellation point (it may raise)."""
-    p_max = max(len(p) for p in pools)
-    padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in pools]))
-    steps = cfg.epochs * math.ceil(p_max / cfg.classifier_batch)
-    return train_classifiers(
-        images.to(device),
-        labels.to(device),
-        padded.to(device),
-        torch.tensor([len(p) for p in pools], device=device),
-        seeds_of,
-        len(ds.class_names),
-        steps=steps,
-        batch=cfg.classifier_batch,
-        lr=cfg.classifier_lr,
-        seed=seed,
-        on_step=None if progress is None else (lambda i: progress(i / steps)),
-        step_every=cfg.progress_every,
-        engine=cfg.engine,
-        augmentation=augmentation_for(cfg.classifier_augment),
-    )
 
 
 _PLAN_LOCK = threading.Lock()

@@ -6,13 +6,15 @@ Dropout(0.3), Linear(num_classes). Convs are padded, so S x S inputs give 32 x S
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.augment import Augmentation, augment
+from pipeline.augment import Augmentation, augment, augmentation_for
 from pipeline.cuda_graph import make_adam, resolve_engine, run_steps, training_generator
 from pipeline.seeding import seeded_init
 from pipeline.stacked import StackedLinear, copy_member_, flatten_members, to_channels
@@ -211,6 +213,41 @@ def train_classifiers(
     run_steps(lambda: classifier_step(st), steps, engine, images.device, on_step, step_every)
     st.model.loss_history = st.history.cpu()
     return st.model
+
+
+def train_on_pools(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    pools: list,
+    seeds_of: list[int],
+    num_classes: int,
+    cfg,
+    device: torch.device,
+    seed: int,
+    progress=None,
+) -> SmallCNN:
+    """train_classifiers the job's way (cfg: a resolved RunConfig): member m on
+    images[pools[m]] (int64 index arrays of any lengths), cfg.epochs passes over the largest
+    pool. progress(fraction) every cfg.progress_every steps: a cancellation point (may raise)."""
+    p_max = max(len(p) for p in pools)
+    padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in pools]))
+    steps = cfg.epochs * math.ceil(p_max / cfg.classifier_batch)
+    return train_classifiers(
+        images.to(device),
+        labels.to(device),
+        padded.to(device),
+        torch.tensor([len(p) for p in pools], device=device),
+        seeds_of,
+        num_classes,
+        steps=steps,
+        batch=cfg.classifier_batch,
+        lr=cfg.classifier_lr,
+        seed=seed,
+        on_step=None if progress is None else (lambda i: progress(i / steps)),
+        step_every=cfg.progress_every,
+        engine=cfg.engine,
+        augmentation=augmentation_for(cfg.classifier_augment),
+    )
 
 
 @torch.no_grad()

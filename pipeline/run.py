@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shutil
 import tempfile
@@ -17,9 +16,9 @@ import numpy as np
 import torch
 
 from pipeline.archive import ArchiveLimits
-from pipeline.augment import augmentation_for, augmentation_report
+from pipeline.augment import augmentation_report
 from pipeline.balance import Balanced, oversampled_indices, synthesize
-from pipeline.classifier import SmallCNN, predict, train_classifiers
+from pipeline.classifier import SmallCNN, predict, train_on_pools
 from pipeline.config import RunConfig
 from pipeline.crossval import (
     FoldResult,
@@ -208,25 +207,16 @@ def compare_classifiers(
     }
     method_of = [m for m in METHODS for _ in range(cfg.seeds)]
     seed_of = [s for _ in METHODS for s in range(cfg.seeds)]
-    pool_list = [pools[m] for m in method_of]
-    p_max = max(len(p) for p in pool_list)
-    padded = torch.tensor(np.stack([np.pad(p, (0, p_max - len(p))) for p in pool_list]))
-    steps = cfg.epochs * math.ceil(p_max / cfg.classifier_batch)
-    model = train_classifiers(
-        images.to(device),
-        labels.to(device),
-        padded.to(device),
-        torch.tensor([len(p) for p in pool_list], device=device),
+    model = train_on_pools(
+        images,
+        labels,
+        [pools[m] for m in method_of],
         seed_of,
         len(ds.class_names),
-        steps=steps,
-        batch=cfg.classifier_batch,
-        lr=cfg.classifier_lr,
+        cfg,
+        device,
         seed=cfg.seed,
-        on_step=lambda i: progress("training_classifier", i / steps),
-        step_every=cfg.progress_every,
-        engine=cfg.engine,
-        augmentation=augmentation_for(cfg.classifier_augment),
+        progress=lambda f: progress("training_classifier", f),
     )
     progress("evaluating", 0.0)
     preds = predict(model, ds.test_images.to(device)).numpy()

@@ -132,7 +132,7 @@ def test_share_zero_is_exactly_oversampling(digits, monkeypatch):
         seen["pools"] = [pools[m, : sizes[m]].tolist() for m in range(len(pools))]
         raise StopIteration
 
-    monkeypatch.setattr("pipeline.run.train_classifiers", spy)
+    monkeypatch.setattr("pipeline.classifier.train_classifiers", spy)
     with pytest.raises(StopIteration):
         compare_classifiers(ds, balanced, 30, cfg, torch.device("cpu"), lambda *a: None)
     baseline, oversample, gan = seen["pools"]
