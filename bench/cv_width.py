@@ -1,13 +1,16 @@
 """Holdout against cross-validation: how much narrower the minority class's intervals get.
 
-For scikit-learn's 8x8 digits (upscaled to 28 px) as a flat zip (no test/ folder): digit 1 with
-k images against 90 of digits 2, 3 and 7 each, the same zip evaluated twice, with
+A flat zip (no test/ folder): digit 1 with k images against the common digits (--data
+digits8: scikit-learn's 8x8 digits upscaled to 28 px, 90 each of 2, 3 and 7; --data mnist: the
+5,000 MNIST digits, 300 each of 2 and 3 as in the seed protocol, or with --ten-classes 100 of
+every other digit), the same zip evaluated twice, with
 `evaluation holdout` (20 % of each class held out) and `evaluation cross-validation` (every
 image tested once). Prints, per k: the minority class's test images, the width of its
 per-class accuracy interval (gan) and of the gan − oversample interval, the verdict, and the
 job's wall time.
 
     python bench/cv_width.py --k 5 10 20 --device cpu --set KEY=VALUE ... --json OUT.json
+    python bench/cv_width.py --data mnist --k 5 20 --device cuda --json OUT.json
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import format_table, load_sklearn_digits, parse_set  # noqa: E402
+from bench.common import format_table, load_digits, load_sklearn_digits, parse_set  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.packaging import to_pil  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
@@ -47,17 +50,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--draw", type=int, default=0)
+    ap.add_argument("--data", choices=("digits8", "mnist"), default="digits8")
+    ap.add_argument("--ten-classes", action="store_true", help="every digit; 1 is the minority")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     options = {"device": args.device, **dict(parse_set(o) for o in args.options)}
-    x, y = load_sklearn_digits()
+    x, y = load_sklearn_digits() if args.data == "digits8" else load_digits()
+    common = {"digits8": 90, "mnist": 300}[args.data] if not args.ten_classes else 100
+    others = range(10) if args.ten_classes else {"digits8": (2, 3, 7), "mnist": (2, 3)}[args.data]
     rows = []
     for k in args.k:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "digits.zip"
-            flat_zip(path, x, y, {1: k, 2: 90, 3: 90, 7: 90}, args.draw)
+            counts = {c: common for c in others if c != 1}
+            flat_zip(path, x, y, {1: k, **counts}, args.draw)
             for evaluation in ("holdout", "cross-validation"):
                 cfg = RunConfig.from_dict({**options, "seed": args.draw, "evaluation": evaluation})
                 t = time.perf_counter()
@@ -68,6 +76,7 @@ def main() -> None:
                 comp = report["comparisons"][name]["gan_vs_oversample"]
                 rows.append(
                     {
+                        "data": args.data + (" 10 classes" if args.ten_classes else ""),
                         "k": k,
                         "evaluation": evaluation,
                         "test_images": report["comparisons"][name]["test_count"],
