@@ -135,7 +135,9 @@ def test_events_are_scoped_by_owner(service: Service, dataset_zip: bytes) -> Non
     read_stream(service, job["id"])  # let it end before the next test
 
 
-@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid"])
+@pytest.mark.parametrize(
+    "job_id", [str(uuid.uuid4()), "not-a-uuid"], ids=["unknown-uuid", "not-a-uuid"]
+)
 def test_events_of_an_unknown_job_are_404(service: Service, job_id: str) -> None:
     resp = service.client.get(f"/v1/jobs/{job_id}/events")
     assert resp.status_code == 404
