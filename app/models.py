@@ -102,7 +102,7 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     # The dataset the job runs on: a `datasets` row's id, or a built-in dataset's name
     # (pipeline/builtin_datasets.py), so no foreign key. None: a job from before datasets,
-    # whose upload sits with the job (app/storage.py).
+    # whose upload sits with the job (app/storage/).
     dataset_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     class_reports: Mapped[list[ClassReport]] = relationship(
@@ -114,7 +114,7 @@ class Job(Base):
 
 
 class Dataset(Base):
-    """An uploaded dataset, checked at upload and stored (app/storage.py) for any number of
+    """An uploaded dataset, checked at upload and stored (app/storage/) for any number of
     jobs. `summary` is what the upload check found (app/dataset_store.py): classes, counts
     per class and split, image sizes and mode, warnings."""
 
@@ -131,7 +131,7 @@ class Dataset(Base):
 
 class Artifact(Base):
     """One stored output of a succeeded job, written in the same transaction that marks it
-    succeeded: its key in the store (app/storage.py), its size and its SHA-256."""
+    succeeded: its key in the store (app/storage/), its size and its SHA-256."""
 
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # claiming it is sent again (a broker restarted without persistence loses messages).
     # Duplicates are harmless, claims are guarded; this only bounds how many there are.
     resend_queued_after_s: float = Field(600.0, ge=1.0)
-    # Where uploads and outputs live (app/storage.py). Empty = files under data_dir, shared by
+    # Where uploads and outputs live (app/storage/). Empty = files under data_dir, shared by
     # the API and the workers. `s3://BUCKET/PREFIX` = an S3-compatible object store that every
     # host reaches; each host's data_dir is then only its scratch space. Credentials come from
     # the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION variables.

@@ -6,7 +6,7 @@
 - A queued job whose message was handed to the broker more than `resend_queued_after_s` ago
   and that no worker has claimed is sent again: a Redis restarted without persistence, or
   the embedded broker's messages taken by a worker that then died, are lost otherwise.
-- Every `orphan_sweep_interval_s`, stored files (app/storage.py) of jobs and datasets that no
+- Every `orphan_sweep_interval_s`, stored files (app/storage/) of jobs and datasets that no
   longer exist are deleted: a DELETE while the object store was down, an API killed between
   storing an upload and creating its job or dataset row. Only files untouched for
   `orphan_grace_s`: an upload is stored a moment before its row is committed.

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 
-from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once, pool_argv
+from cli.workers import worker_argv
+from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def worker_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     queues = args.queues or settings.queue
     if args.gpus is not None:
-        from cli.gpu_workers import parse_gpus, run_gpu_workers
+        from cli.workers import parse_gpus, run_gpu_workers
 
         jobs = settings.gpu_jobs or DEFAULT_GPU_JOBS  # each child has a GPU by construction
         return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel, jobs)
@@ -267,23 +268,6 @@ def worker_command(args: argparse.Namespace) -> int:
         argv = worker_argv(queues, jobs_at_once(settings.gpu_jobs), args.loglevel)
     app.worker_main(argv)
     return 0
-
-
-def worker_argv(queues: str, jobs: int, loglevel: str, processes: int = 1) -> list[str]:
-    """Celery worker arguments for one process running `jobs` jobs at once (worker/pool.py:
-    threads sharing the GPU for several; for one, `processes` forked children, which alone
-    touch CUDA).
-    No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they only
-    slow the start."""
-    return [
-        "worker",
-        f"--queues={queues}",
-        f"--loglevel={loglevel}",
-        *pool_argv(jobs, processes),
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
 
 
 def serve_command(args: argparse.Namespace) -> int:

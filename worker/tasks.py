@@ -2,7 +2,7 @@
 failed | canceled. The ML lives in pipeline/; this module only keeps the database in step.
 
 Each attempt writes its outputs into a folder of its own (attempt-N), handed to the store
-(app/storage.py: renamed to out/, or uploaded to the object store) only when the whole
+(app/storage/: renamed to out/, or uploaded to the object store) only when the whole
 pipeline has finished, and the job turns succeeded only after that, together with the list
 of stored files: a half-finished or killed attempt never looks finished, and a late worker
 from an earlier attempt cannot write into the files of the current one.

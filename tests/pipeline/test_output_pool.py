@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-import pipeline.run as run
+import pipeline.outputs as outputs
 from bench.output_time import job_outputs
 from pipeline.config import RunConfig
 from pipeline.cuda_graph import job_lane, training_generator
@@ -47,7 +47,7 @@ def test_pool_writes_the_same_files_as_the_job_thread(pool, job, tmp_path):
     rest, inline = job
     report = rest[0]
     added = pool.write(tmp_path / "out", *rest)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(run.OUTPUT_FILES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(outputs.OUTPUT_FILES)
     assert set(added) == {"packaging_seconds", "total_seconds"}
     assert report["timings"]["total_seconds"] == added["total_seconds"]  # the caller's copy too
     written = json.loads((tmp_path / "out" / "report.json").read_text())
