@@ -24,8 +24,8 @@ from pipeline.crossval import (
     report_section,
     resolve_evaluation,
 )
-from pipeline.cuda_graph import job_lane
 from pipeline.dataset import ImageDataset, load_dataset
+from pipeline.engine import job_lane
 from pipeline.evaluation import METHODS, evaluate_with_intervals
 from pipeline.outputs import write_outputs
 from pipeline.quality import QualityResult, assess_quality, method_description
@@ -84,7 +84,7 @@ def run_pipeline(
     out_dir None: return the report and write nothing (benchmarks, which need the figures only).
     outputs: write the files in that pool's processes (a worker running several jobs at once);
     None: in this thread. On CUDA the job's kernels run on a stream lane of its own, so jobs
-    running at once in one process overlap on the GPU (pipeline/cuda_graph.py).
+    running at once in one process overlap on the GPU (pipeline/engine.py).
     """
     cfg = config.resolved().validated()
     device = pick_device(cfg.device)

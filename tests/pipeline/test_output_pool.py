@@ -16,7 +16,7 @@ import torch
 import pipeline.outputs as outputs
 from bench.output_time import job_outputs
 from pipeline.config import RunConfig
-from pipeline.cuda_graph import job_lane, training_generator
+from pipeline.engine import job_lane, training_rng
 from pipeline.gan import Generator, init_dcgan_
 from pipeline.output_pool import OutputPool
 from pipeline.seeding import seeded_init
@@ -122,10 +122,10 @@ def test_seeded_init_is_not_disturbed_by_a_concurrent_build():
     assert all(torch.equal(r, expected) for r in results)
 
 
-def test_job_lane_and_training_generator_are_inert_off_cuda():
+def test_job_lane_and_training_rng_are_inert_off_cuda():
     with job_lane(torch.device("cpu")):
-        assert training_generator(torch.device("cpu")) is None
-    assert training_generator(torch.device("cpu")) is None
+        assert training_rng(torch.device("cpu")) is None
+    assert training_rng(torch.device("cpu")) is None
 
 
 def test_close_ends_a_pool_broken_since_the_last_job():
