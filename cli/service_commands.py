@@ -111,7 +111,7 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
 
 def db_upgrade_command(args: argparse.Namespace) -> int:
     import migrations
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -120,8 +120,8 @@ def db_upgrade_command(args: argparse.Namespace) -> int:
 
 
 def storage_init_command(args: argparse.Namespace) -> int:
-    from app.settings import get_settings
-    from app.storage import StorageUnavailable, storage_for
+    from jobs.settings import get_settings
+    from jobs.storage import StorageUnavailable, storage_for
 
     settings = get_settings()
     storage = storage_for(settings)
@@ -137,7 +137,7 @@ def storage_init_command(args: argparse.Namespace) -> int:
 
 def db_downgrade_command(args: argparse.Namespace) -> int:
     import migrations
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     migrations.downgrade(get_settings().database_url, args.revision)
     return 0
@@ -150,8 +150,8 @@ def _key_sessions():  # noqa: ANN202 (sessionmaker; its import stays in here)
     from sqlalchemy import inspect
 
     import migrations
-    from app.db import make_engine, make_sessionmaker
-    from app.settings import get_settings
+    from jobs.db import make_engine, make_sessionmaker
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -189,7 +189,7 @@ def keys_list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_row(key) -> tuple[str, ...]:  # noqa: ANN001 (app.models.ApiKey)
+def _key_row(key) -> tuple[str, ...]:  # noqa: ANN001 (jobs.models.ApiKey)
     def when(ts) -> str:  # noqa: ANN001
         return ts.strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
 
@@ -226,7 +226,7 @@ def keys_revoke_command(args: argparse.Namespace) -> int:
 def ensure_first_key(database_url: str) -> None:
     """With no key at all, create one and print it: a fresh `serve` is usable, never open."""
     from app.auth import count_keys, create_key
-    from app.db import make_engine, make_sessionmaker
+    from jobs.db import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)
     try:
@@ -252,7 +252,7 @@ def worker_command(args: argparse.Namespace) -> int:
         from worker.metrics_server import serve
 
         serve(args.metrics_port, args.metrics_host)
-    from app.settings import get_settings
+    from jobs.settings import get_settings
     from worker.celery_app import app
 
     settings = get_settings()
@@ -275,7 +275,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import migrations
     from app.main import create_app
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()

@@ -3,7 +3,7 @@
 `--gpus all|0,1,...`, one Celery worker process per GPU on this host.
 
 Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs BALANCER_GPU_JOBS jobs at once on it
-(worker/pool.py; prefetch 1 per job slot, worker/celery_app.py) and takes the same queues.
+(worker/pool.py; prefetch 1 per job slot, jobs/queue.py) and takes the same queues.
 This process only supervises: TERM or Ctrl-C stops every child (warm: running jobs finish
 first, for up to a minute); a child that exits ends the others too, so that a container or
 systemd restarts the host's workers as one. The children share this process's group: killing

@@ -1,6 +1,6 @@
 """The storage interface every backend implements, its errors and the small file helpers the
 backends share. No backend and no settings here, so each backend imports this module alone
-(the factory in app/storage/__init__.py imports the backends)."""
+(the factory in jobs/storage/__init__.py imports the backends)."""
 
 from __future__ import annotations
 

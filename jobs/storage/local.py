@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from app.storage.base import (
+from jobs.storage.base import (
     ATTEMPT_PREFIX,
     OUT_DIR,
     UPLOAD_NAME,

@@ -1,9 +1,9 @@
 """Where uploads and job outputs live: one interface, two backends.
 
-- LocalStorage (BALANCER_STORAGE_URL unset, app/storage/local.py): files under
+- LocalStorage (BALANCER_STORAGE_URL unset, jobs/storage/local.py): files under
   DATA_DIR/jobs/<job id>/ and datasets in DATA_DIR/datasets/<dataset id>.zip, folders that
   the API and every worker share (one host, or a shared volume).
-- S3Storage (`s3://BUCKET/PREFIX`, app/storage/s3.py): an object store that every host
+- S3Storage (`s3://BUCKET/PREFIX`, jobs/storage/s3.py): an object store that every host
   reaches; each host's DATA_DIR is only scratch space.
 
 The API stages an upload in its DATA_DIR (save_upload), checks it, then hands it to the store
@@ -25,8 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
-from app.settings import Settings
-from app.storage.base import (
+from jobs.settings import Settings
+from jobs.storage.base import (
     ATTEMPT_PREFIX,
     DATASETS_DIR,
     HASH_CHUNK,
@@ -44,7 +44,7 @@ from app.storage.base import (
     parse_job_id,
     remove_path,
 )
-from app.storage.local import LocalStorage, remove_stale_scratch
+from jobs.storage.local import LocalStorage, remove_stale_scratch
 
 __all__ = [
     "ATTEMPT_PREFIX",
@@ -100,7 +100,7 @@ def _open(
 ) -> Storage:
     if not url:
         return LocalStorage(data_dir / "jobs", data_dir / DATASETS_DIR)
-    from app.storage.s3 import S3Storage  # boto3 is loaded only when it is used
+    from jobs.storage.s3 import S3Storage  # boto3 is loaded only when it is used
 
     return S3Storage(url, data_dir / "jobs", endpoint, public_endpoint, presign, presign_expires_s)
 
