@@ -1,1 +1,2 @@
-"""HTTP service: validates requests, stores jobs, answers. The ML work happens in the worker."""
+"""HTTP service: validates requests, answers. The job core it uses (database, storage, state
+machine, queue) is jobs/; the ML work happens in the worker."""

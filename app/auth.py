@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import crud
-from app.models import ApiKey, utcnow
 from app.problems import TYPE_PREFIX, ProblemError, problem_response
-from app.settings import Settings
+from jobs import crud
+from jobs.models import ApiKey, utcnow
+from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "gb_"

@@ -18,7 +18,7 @@ from app.auth import (
     request_key,
     unauthorized,
 )
-from app.settings import Settings
+from jobs.settings import Settings
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -8,17 +8,17 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from app.auth import UploadGate
-from app.db import make_engine, make_sessionmaker
+from app.lifespan import lifespan as sweeper_lifespan
 from app.limits import BodySizeLimit
 from app.observability import install_metrics
 from app.problems import install_problem_handlers
 from app.routes import datasets, events, health, jobs
 from app.routes.docs import mount_docs
 from app.routes.web import mount_web
-from app.settings import Settings, get_settings
 from app.storage_http import install_storage_handler
-from app.sweeper import lifespan as sweeper_lifespan
-from worker.celery_app import create_celery
+from jobs.db import make_engine, make_sessionmaker
+from jobs.queue import create_celery
+from jobs.settings import Settings, get_settings
 
 # Routes that take an upload: checked for a key, the owner's limits and size before the body.
 UPLOAD_PATHS = ("/v1/jobs", "/v1/datasets")
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         docs_url=None,  # /docs and /redoc: app/routes/docs.py, with no CDN
         redoc_url=None,
-        lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (app/sweeper.py)
+        lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (jobs/sweeper.py)
     )
     engine = make_engine(settings.database_url)
     app.state.settings = settings

@@ -45,8 +45,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import dataset_store, job_metrics
-from app.models import Job, JobStatus, utcnow
+from jobs import dataset_store
+from jobs import metrics as job_metrics
+from jobs.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 UPLOAD_PATHS = ("/v1/jobs", "/v1/datasets")

@@ -129,7 +129,7 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
 
 
 # A database that is down, restarting or overloaded is a 503: the client may retry, and the
-# API recovers by itself (pool_pre_ping replaces dead connections; see app/db.py).
+# API recovers by itself (pool_pre_ping replaces dead connections; see jobs/db.py).
 DB_RETRY_AFTER_S = 5
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.job_config import CONFIG_EXAMPLE, JobConfig
-from app.models import Dataset, Job, JobStatus, utcnow
+from jobs.models import Dataset, Job, JobStatus, utcnow
 from pipeline.builtin_datasets import DEMO_MNIST
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]

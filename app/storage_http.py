@@ -15,8 +15,8 @@ from fastapi.responses import (
 )
 
 from app.problems import TYPE_PREFIX, ProblemError, problem_response
-from app.settings import Settings
-from app.storage import ArtifactMissing, StorageUnavailable, storage_for
+from jobs.settings import Settings
+from jobs.storage import ArtifactMissing, StorageUnavailable, storage_for
 
 log = logging.getLogger(__name__)
 STORE_RETRY_AFTER_S = 30

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import format_table, load_digits, parse_set  # noqa: E402
-from pipeline import cuda_graph  # noqa: E402
+from pipeline import engine  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
 from pipeline.output_pool import OutputPool  # noqa: E402
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--switch-interval", type=float, default=None, help="probe: GIL, seconds")
     ap.add_argument("--spin-waits", action="store_true", help="Stream.synchronize (spinning)")
     args = ap.parse_args()
-    cuda_graph.BLOCKING_WAITS = not args.spin_waits
+    engine.BLOCKING_WAITS = not args.spin_waits
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     options = dict(parse_set(item) for item in args.set)

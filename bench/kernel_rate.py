@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.profile_job import gan_states, kernel_profile, ms_per_iteration  # noqa: E402
-from pipeline.cuda_graph import concurrent  # noqa: E402
+from pipeline.engine import concurrent  # noqa: E402
 from pipeline.gan import gan_step  # noqa: E402
 
 

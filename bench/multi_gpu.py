@@ -236,7 +236,7 @@ class Host:
 
         from sqlalchemy import create_engine, select
 
-        from app.models import Job
+        from jobs.models import Job
 
         engine = create_engine(self.db_url)
         cols = (Job.id, Job.status, Job.worker_id, Job.gpu, Job.started_at, Job.finished_at,

@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import load_digits  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.cuda_graph import concurrent, run_steps  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
+from pipeline.engine import concurrent, run_steps  # noqa: E402
 from pipeline.gan import gan_step, make_gan_state  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 

@@ -39,8 +39,8 @@ import pipeline.gan as gan_module  # noqa: E402
 from bench.common import ROOT, format_table, load_digits  # noqa: E402
 from pipeline.classifier import classifier_step, make_classifier_state  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.cuda_graph import capture, concurrent  # noqa: E402
 from pipeline.demo import write_digits_zip  # noqa: E402
+from pipeline.engine import capture, concurrent  # noqa: E402
 from pipeline.gan import gan_step, make_gan_state, split_members  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 

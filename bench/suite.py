@@ -74,8 +74,8 @@ from bench.common import (  # noqa: E402
 from pipeline.balance import compose, make_plan, oversample_draws, oversampled_indices  # noqa: E402
 from pipeline.classifier import predict, train_on_pools  # noqa: E402
 from pipeline.config import RunConfig  # noqa: E402
-from pipeline.cuda_graph import job_lane  # noqa: E402
 from pipeline.dataset import ImageDataset  # noqa: E402
+from pipeline.engine import job_lane  # noqa: E402
 from pipeline.run import pick_device  # noqa: E402
 from pipeline.transfer import NEIGHBOURS  # noqa: E402
 

@@ -62,8 +62,8 @@ def time_headers(path: Path) -> float:
 def time_post(path: Path, tmp: Path, repeats: int) -> list[float]:
     from app.auth import create_key
     from app.main import create_app
-    from app.models import Base
-    from app.settings import Settings
+    from jobs.models import Base
+    from jobs.settings import Settings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 
-from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once, pool_argv
+from cli.workers import worker_argv
+from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
 
 def db_upgrade_command(args: argparse.Namespace) -> int:
     import migrations
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -119,8 +120,8 @@ def db_upgrade_command(args: argparse.Namespace) -> int:
 
 
 def storage_init_command(args: argparse.Namespace) -> int:
-    from app.settings import get_settings
-    from app.storage import StorageUnavailable, storage_for
+    from jobs.settings import get_settings
+    from jobs.storage import StorageUnavailable, storage_for
 
     settings = get_settings()
     storage = storage_for(settings)
@@ -136,7 +137,7 @@ def storage_init_command(args: argparse.Namespace) -> int:
 
 def db_downgrade_command(args: argparse.Namespace) -> int:
     import migrations
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     migrations.downgrade(get_settings().database_url, args.revision)
     return 0
@@ -149,8 +150,8 @@ def _key_sessions():  # noqa: ANN202 (sessionmaker; its import stays in here)
     from sqlalchemy import inspect
 
     import migrations
-    from app.db import make_engine, make_sessionmaker
-    from app.settings import get_settings
+    from jobs.db import make_engine, make_sessionmaker
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -188,7 +189,7 @@ def keys_list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_row(key) -> tuple[str, ...]:  # noqa: ANN001 (app.models.ApiKey)
+def _key_row(key) -> tuple[str, ...]:  # noqa: ANN001 (jobs.models.ApiKey)
     def when(ts) -> str:  # noqa: ANN001
         return ts.strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
 
@@ -225,7 +226,7 @@ def keys_revoke_command(args: argparse.Namespace) -> int:
 def ensure_first_key(database_url: str) -> None:
     """With no key at all, create one and print it: a fresh `serve` is usable, never open."""
     from app.auth import count_keys, create_key
-    from app.db import make_engine, make_sessionmaker
+    from jobs.db import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)
     try:
@@ -251,13 +252,13 @@ def worker_command(args: argparse.Namespace) -> int:
         from worker.metrics_server import serve
 
         serve(args.metrics_port, args.metrics_host)
-    from app.settings import get_settings
+    from jobs.settings import get_settings
     from worker.celery_app import app
 
     settings = get_settings()
     queues = args.queues or settings.queue
     if args.gpus is not None:
-        from cli.gpu_workers import parse_gpus, run_gpu_workers
+        from cli.workers import parse_gpus, run_gpu_workers
 
         jobs = settings.gpu_jobs or DEFAULT_GPU_JOBS  # each child has a GPU by construction
         return run_gpu_workers(parse_gpus(args.gpus), queues, args.loglevel, jobs)
@@ -269,29 +270,12 @@ def worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def worker_argv(queues: str, jobs: int, loglevel: str, processes: int = 1) -> list[str]:
-    """Celery worker arguments for one process running `jobs` jobs at once (worker/pool.py:
-    threads sharing the GPU for several; for one, `processes` forked children, which alone
-    touch CUDA).
-    No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they only
-    slow the start."""
-    return [
-        "worker",
-        f"--queues={queues}",
-        f"--loglevel={loglevel}",
-        *pool_argv(jobs, processes),
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-
-
 def serve_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     import migrations
     from app.main import create_app
-    from app.settings import get_settings
+    from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()

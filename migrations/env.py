@@ -6,9 +6,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from app.db import make_engine
-from app.models import Base
-from app.settings import get_settings
+from jobs.db import make_engine
+from jobs.models import Base
+from jobs.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata

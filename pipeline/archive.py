@@ -64,7 +64,7 @@ CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\
 @dataclass(frozen=True)
 class ArchiveLimits:
     """What an archive and its images may declare. The defaults suit image datasets of up to a
-    few GB; the service sets them from BALANCER_ZIP_* / BALANCER_IMAGE_* (app.settings)."""
+    few GB; the service sets them from BALANCER_ZIP_* / BALANCER_IMAGE_* (jobs.settings)."""
 
     max_entries: int = 200_000
     max_total_bytes: int = 8 * 1024**3  # sum of the declared uncompressed sizes

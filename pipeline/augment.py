@@ -5,7 +5,7 @@ three differ only in their training data and "oversample" is random oversampling
 augmentation, the control a practitioner would really use. Applied to training batches only,
 never at prediction time.
 
-`augment(x, aug)` is capturable in a CUDA graph (pipeline/cuda_graph.py): one random draw of
+`augment(x, aug)` is capturable in a CUDA graph (pipeline/engine.py): one random draw of
 fixed shape from the default generator of x's device, no host sync, no per-image Python loop.
 """
 
@@ -74,15 +74,13 @@ def augmentation_report(policy: str) -> dict:
     return entry
 
 
-def augment(
-    x: torch.Tensor, aug: Augmentation, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def augment(x: torch.Tensor, aug: Augmentation, rng: torch.Generator | None = None) -> torch.Tensor:
     """A random transform of each image of x: float [N, C, S, S] in [-1, 1] -> same shape.
 
     Output values stay in [-1, 1] (bilinear interpolation of in-range values).
     """
     n, _, h, w = x.shape
-    u = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=generator)  # capturable
+    u = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=rng)  # capturable
     angle = (2 * u[:, 0] - 1) * math.radians(aug.rotate_deg)
     scale = aug.scale_min + (aug.scale_max - aug.scale_min) * u[:, 1]
     # affine_grid works in normalised coordinates, where the image spans [-1, 1]: with

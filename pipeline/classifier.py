@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.augment import Augmentation, augment, augmentation_for
-from pipeline.cuda_graph import make_adam, resolve_engine, run_steps, training_generator
+from pipeline.engine import make_adam, resolve_engine, run_steps, training_rng
 from pipeline.seeding import seeded_init
 from pipeline.stacked import StackedLinear, copy_member_, flatten_members, to_channels
 
@@ -41,18 +41,18 @@ class SmallCNN(nn.Module):
         self.hidden = StackedLinear(m, 32 * (size // 4) ** 2, 64)
         self.out = StackedLinear(m, 64, num_classes)
         # Dropout's random numbers (training only): nn.Dropout takes no generator.
-        self.generator: torch.Generator | None = None
+        self.rng: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = flatten_members(self.features(to_channels(x)), self.members)  # [M, B, F]
         return self.out(self._dropout(F.relu(self.hidden(h))))
 
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        if self.generator is None:  # PyTorch's default generator: exactly nn.Dropout
+        if self.rng is None:  # PyTorch's default generator: exactly nn.Dropout
             return F.dropout(h, DROPOUT, self.training)
         if not self.training:
             return h
-        keep = torch.rand(h.shape, device=h.device, generator=self.generator) >= DROPOUT
+        keep = torch.rand(h.shape, device=h.device, generator=self.rng) >= DROPOUT
         return h * keep / (1.0 - DROPOUT)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ class ClassifierState:
     it: torch.Tensor  # int64 [1]: steps done, on the device
     batch: int
     augmentation: Augmentation | None = None  # applied to every training batch of every member
-    gen: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
+    rng: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
 
     def __post_init__(self) -> None:
         m = self.pools.shape[0]
@@ -113,11 +113,11 @@ def classifier_step(st: ClassifierState) -> None:
     """One Adam step for all M members; run eagerly or captured in a CUDA graph alike."""
     m, b = st.pools.shape[0], st.batch
     # Sample with replacement from each member's own pool, on the device: idx [M, B].
-    pick = (torch.rand(m, b, device=st.pools.device, generator=st.gen) * st.pool_sizes).long()
+    pick = (torch.rand(m, b, device=st.pools.device, generator=st.rng) * st.pool_sizes).long()
     idx = st.pools[st.rows, pick]
     x = st.images[idx].float() / 127.5 - 1.0  # [M, B, C, S, S] in [-1, 1]
     if st.augmentation is not None:  # each image of each member's batch transformed on its own
-        x = augment(x.flatten(0, 1), st.augmentation, st.gen).view(x.shape)
+        x = augment(x.flatten(0, 1), st.augmentation, st.rng).view(x.shape)
     logits = st.model(x)  # [M, B, classes]
     loss = F.cross_entropy(logits.flatten(0, 1), st.labels[idx].flatten(), reduction="none")
     loss = loss.view(m, b).mean(1)  # [M]
@@ -150,7 +150,7 @@ def make_classifier_state(
     with seeded_init(seed, dev):
         model = SmallCNN(m, c, s, num_classes)
     model = model.to(dev)
-    model.generator = training_generator(dev)
+    model.rng = training_rng(dev)
     init_members_alike_(model, seeds_of)
     model.train()
     return ClassifierState(
@@ -164,7 +164,7 @@ def make_classifier_state(
         it=torch.zeros(1, dtype=torch.long, device=dev),
         batch=batch,
         augmentation=augmentation,
-        gen=model.generator,
+        rng=model.rng,
     )
 
 
@@ -190,7 +190,7 @@ def train_classifiers(
     labels: int64 [N]
     pools:  int64 [M, Pmax] indices into images; pool_sizes: int64 [M]
     seeds_of: [M] seed index of each member; members sharing it start from the same weights
-    engine: "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
+    engine: "auto" | "eager" | "graph" (pipeline/engine.py)
     augmentation: random transform of every training batch (pipeline/augment.py); None: none
 
     The returned model carries `loss_history`, float [steps, M] on the CPU.

@@ -66,7 +66,7 @@ class RunConfig:
     # class would get fewer than 10 held-out test images, else holdout.
     evaluation: Literal["auto", "holdout", "cross-validation"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Training loop: "graph" captures each step in a CUDA graph (pipeline/cuda_graph.py),
+    # Training loop: "graph" captures each step in a CUDA graph (pipeline/engine.py),
     # "eager" is the plain PyTorch loop, "auto" = graph on CUDA, eager on the CPU.
     engine: Literal["auto", "eager", "graph"] = "auto"
     gan_batch: int | None = None  # real and fake images per GAN step, per class; None = preset

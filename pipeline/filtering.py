@@ -77,8 +77,8 @@ def select(
     label_ok = probs >= cfg.min_prob
     not_copy = copy_distance >= copy_threshold
     passed = torch.nonzero(label_ok & not_copy).squeeze(1)
-    gen = torch.Generator().manual_seed(seed)
-    passed = passed[torch.randperm(len(passed), generator=gen)]
+    rng = torch.Generator().manual_seed(seed)
+    passed = passed[torch.randperm(len(passed), generator=rng)]
     chosen = passed[:need]
     counts = {
         "candidates": len(candidates),

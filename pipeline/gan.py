@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.cuda_graph import (
+from pipeline.engine import (
     concurrent,
     make_adam,
     resolve_engine,
     run_steps,
-    training_generator,
+    training_rng,
     wait_for,
 )
 from pipeline.seeding import seeded_init
@@ -113,7 +113,7 @@ def diff_augment(
     x: torch.Tensor,
     translate: float = 0.125,
     cutout: float = 0.5,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Random translation then cutout, per image; differentiable in x.
 
@@ -125,8 +125,8 @@ def diff_augment(
     dev = x.device
     # Translation: shift by up to translate*side pixels.
     sy, sx = int(h * translate + 0.5), int(w * translate + 0.5)
-    ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=dev, generator=generator)
-    tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=dev, generator=generator)
+    ty = torch.randint(-sy, sy + 1, (n, 1, 1), device=dev, generator=rng)
+    tx = torch.randint(-sx, sx + 1, (n, 1, 1), device=dev, generator=rng)
     yy = torch.arange(h, device=dev).view(1, h, 1) - ty  # source row for each output row
     xx = torch.arange(w, device=dev).view(1, 1, w) - tx
     inside = ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)).unsqueeze(1)
@@ -135,8 +135,8 @@ def diff_augment(
     x = torch.where(inside, x, -1.0)
     # Cutout: blank one square of half the side at a random centre.
     ch, cw = int(h * cutout + 0.5), int(w * cutout + 0.5)
-    cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=generator)
-    cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=generator)
+    cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=rng)
+    cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=rng)
     ys = torch.arange(h, device=dev).view(1, h, 1)
     xs = torch.arange(w, device=dev).view(1, 1, w)
     hole = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
@@ -160,7 +160,7 @@ class GanState:
     """Everything one GAN training iteration reads and writes; all of it on one device.
 
     Tensors here live for the whole training run, which is what lets `gan_step` be captured
-    once in a CUDA graph and replayed (see pipeline/cuda_graph.py).
+    once in a CUDA graph and replayed (see pipeline/engine.py).
     """
 
     g: Generator
@@ -175,7 +175,7 @@ class GanState:
     batch: int
     latent: int
     lr: float
-    gen: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
+    rng: torch.Generator | None = None  # the steps' random numbers (None: PyTorch's default)
 
     def __post_init__(self) -> None:
         k = self.real.shape[0]
@@ -184,7 +184,7 @@ class GanState:
 
 
 def augmented(
-    x: torch.Tensor, aug_mask: torch.Tensor, generator: torch.Generator | None = None
+    x: torch.Tensor, aug_mask: torch.Tensor, rng: torch.Generator | None = None
 ) -> torch.Tensor:
     """DiffAugment where aug_mask [K, 1, 1, 1, 1] says so. x: [K, N, C, S, S].
 
@@ -192,7 +192,7 @@ def augmented(
     graph capture); the cost is small next to the convolutions.
     """
     k, n, c, s, _ = x.shape
-    aug = diff_augment(x.reshape(k * n, c, s, s), generator=generator).reshape(x.shape)
+    aug = diff_augment(x.reshape(k * n, c, s, s), rng=rng).reshape(x.shape)
     return torch.where(aug_mask, aug, x)
 
 
@@ -205,15 +205,15 @@ def gan_step(st: GanState) -> None:
     k, b = st.real.shape[0], st.batch
     # A batch per member from its own images: idx [K, B] in 0..counts[k]-1.
     dev = st.real.device
-    idx = (torch.rand(k, b, device=dev, generator=st.gen) * st.counts).long()
+    idx = (torch.rand(k, b, device=dev, generator=st.rng) * st.counts).long()
     x_real = st.real[st.member, idx]  # [K, B, C, S, S]
-    z = torch.randn(k, b, st.latent, device=dev, generator=st.gen)  # [K, B, Z]
+    z = torch.randn(k, b, st.latent, device=dev, generator=st.rng)  # [K, B, Z]
     fake = st.g(z)  # [K, B, C, S, S]
 
     # D step: real -> 1, fake -> 0. Real and fake go through D as one batch of 2B (D has no
     # batch norm, so this is the same function as two passes, at half the kernel launches).
     both = torch.cat([x_real, fake.detach()], dim=1)
-    logits = st.d(augmented(both, st.aug_mask, st.gen))  # [K, 2B]
+    logits = st.d(augmented(both, st.aug_mask, st.rng))  # [K, 2B]
     # Means over the batch, summed over members: each member's gradient is its own.
     loss_d = F.softplus(-logits[:, :b]).mean(1) + F.softplus(logits[:, b:]).mean(1)  # [K]
     st.opt_d.zero_grad(set_to_none=True)
@@ -222,7 +222,7 @@ def gan_step(st: GanState) -> None:
 
     # G step, non-saturating: maximise log D(G(z)) against the updated D. Gradients are
     # taken for G's parameters only: D's would be discarded by the next D step anyway.
-    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask, st.gen))).mean(1)  # [K]
+    loss_g = F.softplus(-st.d(augmented(fake, st.aug_mask, st.rng))).mean(1)  # [K]
     st.opt_g.zero_grad(set_to_none=True)
     loss_g.sum().backward(inputs=st.g_params)
     st.opt_g.step()
@@ -267,7 +267,7 @@ def make_gan_state(
         batch=batch,
         latent=latent,
         lr=lr,
-        gen=training_generator(dev),
+        rng=training_rng(dev),
     )
 
 
@@ -292,7 +292,7 @@ def train_class_gans(
     counts:  int64 [K], images per member (>= 1)
     augment: bool [K], DiffAugment on for member k
     on_step(i): called every step_every iterations (progress, cancellation).
-    engine:  "auto" | "eager" | "graph" (pipeline/cuda_graph.py)
+    engine:  "auto" | "eager" | "graph" (pipeline/engine.py)
     layout:  "stacked" (one network with K members: grouped convs) or "streams" (K
              single-member networks stepped concurrently on K CUDA streams; CUDA and K > 1
              only); "auto" = MEMBER_LAYOUT, which by default picks streams for the graph
@@ -373,7 +373,7 @@ def split_members(st: GanState, iterations: int, engine: str) -> list[GanState]:
                 batch=st.batch,
                 latent=st.latent,
                 lr=st.lr,
-                gen=st.gen,
+                rng=st.rng,
             )
         )
     return members
@@ -388,11 +388,11 @@ def generate(
     Batch-norm stays in training mode (batch statistics), as during training.
     """
     dev = next(generator.parameters()).device
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    rng = torch.Generator(device=dev).manual_seed(seed)
     k = len(counts)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(k)]
     for start in range(0, max(counts, default=0), batch):
-        z = torch.randn(k, batch, latent, device=dev, generator=gen)
+        z = torch.randn(k, batch, latent, device=dev, generator=rng)
         imgs = to_uint8(generator(z))  # [K, B, C, S, S]
         for m in range(k):
             take = min(batch, counts[m] - start)

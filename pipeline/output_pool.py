@@ -54,7 +54,7 @@ class OutputPool:
         spent_s: float | None = None,
         limits: ArchiveLimits | None = None,
     ) -> dict[str, float]:
-        """pipeline.run.write_outputs with these arguments, in the pool: report.html's charts
+        """pipeline.outputs.write_outputs with these arguments, in the pool: report.html's charts
         drawn side by side in several processes first (a seed-sized job's five charts took
         about a second one after the other), then the files. Returns the timings it added
         to its copy of the report, and adds them to `report` here too."""
@@ -118,8 +118,12 @@ def _ignore_stop_signals() -> None:
 
 def _import_writers() -> None:
     """Import the writers and draw one small chart: a process's first figure loads its fonts
-    and renderer, which the first job's report would otherwise wait for."""
-    import pipeline.run  # noqa: F401
+    and renderer, which the first job's report would otherwise wait for. The writers' own
+    module and those of the arguments it unpickles (torch with them)."""
+    import pipeline.balance  # noqa: F401
+    import pipeline.dataset  # noqa: F401
+    import pipeline.outputs  # noqa: F401
+    import pipeline.quality  # noqa: F401
     from pipeline.html_report import Figure, png_data_uri  # matplotlib, jinja2
 
     fig = Figure(figsize=(2, 1))
@@ -130,6 +134,6 @@ def _import_writers() -> None:
 
 
 def _write(*args: Any) -> dict[str, float]:
-    from pipeline.run import write_outputs
+    from pipeline.outputs import write_outputs
 
     return write_outputs(*args)

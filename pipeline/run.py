@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +24,10 @@ from pipeline.crossval import (
     report_section,
     resolve_evaluation,
 )
-from pipeline.cuda_graph import job_lane
 from pipeline.dataset import ImageDataset, load_dataset
+from pipeline.engine import job_lane
 from pipeline.evaluation import METHODS, evaluate_with_intervals
-from pipeline.packaging import write_balanced_zip, write_samples_png
+from pipeline.outputs import write_outputs
 from pipeline.quality import QualityResult, assess_quality, method_description
 
 if TYPE_CHECKING:
@@ -50,8 +47,6 @@ STAGE_SPANS = {
     "evaluating": (0.9, 0.95),
     "packaging": (0.95, 1.0),
 }
-# report.json last: it marks done
-OUTPUT_FILES = ("balanced.zip", "samples.png", "report.html", "report.json")
 
 
 @dataclass
@@ -89,7 +84,7 @@ def run_pipeline(
     out_dir None: return the report and write nothing (benchmarks, which need the figures only).
     outputs: write the files in that pool's processes (a worker running several jobs at once);
     None: in this thread. On CUDA the job's kernels run on a stream lane of its own, so jobs
-    running at once in one process overlap on the GPU (pipeline/cuda_graph.py).
+    running at once in one process overlap on the GPU (pipeline/engine.py).
     """
     cfg = config.resolved().validated()
     device = pick_device(cfg.device)
@@ -308,54 +303,6 @@ def _fold_job(fold: ImageDataset, f: int, k: int, cfg: RunConfig, device, progre
         comparison.seed_of,
         extra=(comparison, fold, balanced.synthetic),
     )
-
-
-def write_outputs(
-    out_dir: Path,
-    report: dict,
-    source_zip: Path,
-    ds: ImageDataset,
-    balanced: Balanced,
-    quality: QualityResult | None = None,
-    spent_s: float | None = None,
-    limits: ArchiveLimits | None = None,
-    charts: dict[str, str | None] | None = None,
-) -> dict[str, float]:
-    """Write every output into a temporary folder beside out_dir, then move each into place.
-
-    Sets report["timings"]["packaging_seconds"] (and "total_seconds": spent_s, the job's
-    seconds before this call, plus this call's) before report.html and report.json are
-    written, so both show the same timings (which leave out the drawing of report.html's
-    charts). Returns those two timings (the caller's report, when this runs in another
-    process, gets them from here). charts: report.html's charts, if drawn already.
-    """
-    from pipeline.html_report import write_html_report  # matplotlib: loaded only when needed
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
-    try:
-        t = time.perf_counter()
-        synthetic = balanced.synthetic
-        write_balanced_zip(tmp / "balanced.zip", Path(source_zip), ds, balanced, limits)
-        write_samples_png(tmp / "samples.png", ds, synthetic)
-        timings = report.setdefault("timings", {})
-        added = {"packaging_seconds": time.perf_counter() - t}
-        if spent_s is not None:
-            added["total_seconds"] = spent_s + added["packaging_seconds"]
-        timings.update(added)
-        write_html_report(tmp / "report.html", report, ds, synthetic, quality, charts)
-        _write_json(tmp / "report.json", report)
-        for name in OUTPUT_FILES:
-            (tmp / name).replace(out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return added
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(path)
 
 
 def _progress_reporter(progress: ProgressFn | None) -> Callable[[str, float], None]:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from pipeline.cuda_graph import training_generator
+from pipeline.engine import training_rng
 
 _lock = threading.RLock()
 
@@ -16,7 +16,7 @@ _lock = threading.RLock()
 @contextmanager
 def seeded_init(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Build and initialise networks inside this block, on the CPU, then move them; and seed
-    the training steps' random numbers on `device` (pipeline/cuda_graph.training_generator).
+    the training steps' random numbers on `device` (pipeline/engine.training_rng).
 
     The weights come from the CPU generator seeded with `seed`, and no other thread builds
     networks meanwhile, so a job's initial weights depend on its seed alone even while other
@@ -26,9 +26,9 @@ def seeded_init(seed: int, device: torch.device | None = None) -> Iterator[None]
     with _lock:
         torch.default_generator.manual_seed(seed)
         if device is not None and device.type == "cuda":
-            generator = training_generator(device)
-            if generator is not None:
-                generator.manual_seed(seed)
+            rng = training_rng(device)
+            if rng is not None:
+                rng.manual_seed(seed)
             else:  # no job lane: one job in this process, as torch.manual_seed used to do
                 torch.cuda.manual_seed(seed)
         yield

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.cuda_graph import make_adam, resolve_engine, run_steps
+from pipeline.engine import make_adam, resolve_engine, run_steps
 
 NEIGHBOURS = 5  # pairs: an image and one of its 5 nearest same-class neighbours
 MAX_PAIR_POOL = 4000  # images per class searched for neighbours (the search is quadratic)
@@ -80,14 +80,14 @@ def neighbour_pairs(
     Only classes with more than NEIGHBOURS images give pairs; each class is searched over at
     most MAX_PAIR_POOL of its images (a random subset). images: uint8 [N, C, S, S], CPU.
     """
-    gen = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     anchors, neighbours = [], []
     flat = images.flatten(1).float()
     for c in labels.unique().tolist():
         idx = torch.nonzero(labels == c).squeeze(1)
         if len(idx) <= NEIGHBOURS:
             continue
-        idx = idx[torch.randperm(len(idx), generator=gen)[:MAX_PAIR_POOL]]
+        idx = idx[torch.randperm(len(idx), generator=rng)[:MAX_PAIR_POOL]]
         d = torch.cdist(flat[idx], flat[idx])
         d.fill_diagonal_(float("inf"))
         anchors.append(idx)
@@ -95,8 +95,8 @@ def neighbour_pairs(
     if not anchors:
         raise ValueError(f"the transfer generator needs a class with more than {NEIGHBOURS} images")
     a, nb = torch.cat(anchors), torch.cat(neighbours)
-    pick = torch.randint(0, len(a), (count,), generator=gen)
-    return a[pick], nb[pick, torch.randint(0, NEIGHBOURS, (count,), generator=gen)]
+    pick = torch.randint(0, len(a), (count,), generator=rng)
+    return a[pick], nb[pick, torch.randint(0, NEIGHBOURS, (count,), generator=rng)]
 
 
 @dataclass
@@ -136,9 +136,9 @@ class FieldModel:
     loss_end: float  # ... and after
     loss_curve: list[float]  # sampled registration loss
 
-    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+    def sample(self, n: int, rng: torch.Generator) -> torch.Tensor:
         """n fields [n, 3, g, g] in [-1, 1]."""
-        e = torch.randn(n, self.mean.numel(), device=self.mean.device, generator=gen)
+        e = torch.randn(n, self.mean.numel(), device=self.mean.device, generator=rng)
         return torch.tanh(self.mean + e @ self.chol.T).view(n, 3, self.grid, self.grid)
 
 
@@ -234,16 +234,16 @@ def generate_variations(
     times (a shuffled round robin), so every real image gets its share.
     """
     dev = sources.device
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    rng = torch.Generator(device=dev).manual_seed(seed)
     # Sources in a random order, repeated: with count < k the varied sources are a random
     # subset, not the first ones.
-    first = torch.randperm(len(sources), generator=gen, device=dev)
+    first = torch.randperm(len(sources), generator=rng, device=dev)
     order = first[torch.arange(count, device=dev) % len(sources)]
-    order = order[torch.randperm(count, generator=gen, device=dev)]
+    order = order[torch.randperm(count, generator=rng, device=dev)]
     out = []
     for start in range(0, count, batch):
         idx = order[start : start + batch]
         x = sources[idx].float() / 127.5 - 1.0
-        y = vary(x, model.sample(len(idx), gen), model.max_shift)
+        y = vary(x, model.sample(len(idx), rng), model.max_shift)
         out.append(((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu())
     return torch.cat(out) if out else sources[:0].cpu()

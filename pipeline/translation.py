@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.classifier import SmallCNN
-from pipeline.cuda_graph import capture_lock
+from pipeline.engine import capture_lock
 from pipeline.gan import to_uint8, to_unit
 
 STEPS = 10  # gradient steps per translation (M2m: attack_iter 10)
@@ -46,7 +46,7 @@ def translate(
     pool's other classes, uniformly over images (so big classes give most of them).
     """
     dev = images.device
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    rng = torch.Generator(device=dev).manual_seed(seed)
     others = pool[labels[pool] != target]
     if len(others) == 0 or count == 0:
         return images[:0].cpu()
@@ -54,8 +54,8 @@ def translate(
     out = []
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        src = others[torch.randint(len(others), (n,), generator=gen, device=dev)]
-        out.append(_translate_batch(judge, images[src], labels[src], target, gen))
+        src = others[torch.randint(len(others), (n,), generator=rng, device=dev)]
+        out.append(_translate_batch(judge, images[src], labels[src], target, rng))
     return torch.cat(out)
 
 
@@ -64,11 +64,11 @@ def _translate_batch(
     x0: torch.Tensor,
     source: torch.Tensor,
     target: int,
-    gen: torch.Generator,
+    rng: torch.Generator,
 ) -> torch.Tensor:
     x = to_unit(x0)  # [B, C, S, S]
     scale = x[0].numel() ** 0.5  # L2 lengths are per sqrt(pixel): the same at any image size
-    x = x + _unit_l2(torch.randn(x.shape, generator=gen, device=x.device)) * START_NOISE * scale
+    x = x + _unit_l2(torch.randn(x.shape, generator=rng, device=x.device)) * START_NOISE * scale
     x = x.clamp(-1, 1)
     goal = torch.full((len(x),), target, device=x.device)
     source_hot = F.one_hot(source, judge.dims[2]).float()  # [B, classes]

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import RunConfig
-from pipeline.cuda_graph import make_lanes
+from pipeline.engine import make_lanes
 from pipeline.output_pool import OutputPool
 from pipeline.run import pick_device, run_pipeline
 
@@ -27,7 +27,7 @@ from pipeline.run import pick_device, run_pipeline
 def warm_up(device: str = "auto", jobs: int = 1, outputs: OutputPool | None = None) -> float:
     """Run the tiny job on CUDA and return its seconds; 0.0 (and nothing done) on a CPU.
 
-    jobs: the worker's job slots; a stream lane (pipeline/cuda_graph.py) is made for each,
+    jobs: the worker's job slots; a stream lane (pipeline/engine.py) is made for each,
     and `outputs` starts its writer processes meanwhile.
     """
     dev = pick_device(device)

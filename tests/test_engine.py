@@ -12,7 +12,7 @@ import torch
 
 from pipeline.classifier import classifier_step, make_classifier_state, train_classifiers
 from pipeline.config import RunConfig
-from pipeline.cuda_graph import WARMUP_STEPS, make_adam, resolve_engine, run_steps
+from pipeline.engine import WARMUP_STEPS, make_adam, resolve_engine, run_steps
 from pipeline.gan import gan_step, make_gan_state, split_members, train_class_gans
 from pipeline.stacked import copy_member_
 
@@ -275,41 +275,41 @@ def test_graph_progress_and_cancel():
 @cuda
 @pytest.mark.parametrize("blocking", [True, False])
 def test_wait_for_returns_after_the_queued_work(monkeypatch, blocking):
-    from pipeline import cuda_graph
+    from pipeline import engine
 
-    monkeypatch.setattr(cuda_graph, "BLOCKING_WAITS", blocking)
+    monkeypatch.setattr(engine, "BLOCKING_WAITS", blocking)
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU work on that stream
         queued = torch.cuda.Event()
         queued.record(stream)
     assert not queued.query()
-    cuda_graph.wait_for(stream)
+    engine.wait_for(stream)
     assert queued.query()
 
 
 def test_make_lanes_is_a_no_op_off_cuda():
-    from pipeline import cuda_graph
+    from pipeline import engine
 
-    cuda_graph.make_lanes(torch.device("cpu"), 4)
-    assert ("cpu", 0) not in cuda_graph._free_lanes
+    engine.make_lanes(torch.device("cpu"), 4)
+    assert ("cpu", 0) not in engine._free_lanes
 
 
 @cuda
 def test_made_lanes_are_the_ones_jobs_get():
     import threading
 
-    from pipeline import cuda_graph
+    from pipeline import engine
 
     dev = torch.device("cuda")
-    cuda_graph.make_lanes(dev, 3)
-    made = {id(lane) for lane in cuda_graph._free_lanes[cuda_graph._device_key(dev)]}
+    engine.make_lanes(dev, 3)
+    made = {id(lane) for lane in engine._free_lanes[engine._device_key(dev)]}
     assert len(made) >= 3
     got, inside, release = [], threading.Barrier(4), threading.Event()
 
     def job() -> None:
-        with cuda_graph.job_lane(dev):
-            got.append(id(cuda_graph._current.lane))
+        with engine.job_lane(dev):
+            got.append(id(engine._current.lane))
             inside.wait()
             release.wait()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.main import create_app
-from app.settings import Settings
+from jobs.settings import Settings
 from tests.offline import css_urls, is_external, local_urls, page_urls
 
 with warnings.catch_warnings():

@@ -37,8 +37,8 @@ def test_a_failing_warm_up_still_releases_jobs(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_warm_up_runs_a_job_on_cuda_and_makes_a_lane_per_slot():
-    from pipeline import cuda_graph
+    from pipeline import engine
 
     assert warm_up(jobs=3) > 0.0
-    key = cuda_graph._device_key(torch.device("cuda"))
-    assert len(cuda_graph._free_lanes[key]) >= 3
+    key = engine._device_key(torch.device("cuda"))
+    assert len(engine._free_lanes[key]) >= 3

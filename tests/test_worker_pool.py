@@ -10,9 +10,9 @@ import pytest
 from celery.concurrency import get_implementation
 from celery.exceptions import SoftTimeLimitExceeded
 
-from cli.service_commands import worker_argv
+from cli.workers import worker_argv
+from jobs.state import LeaseLost
 from worker import pool, progress, tasks
-from worker.jobstate import LeaseLost
 from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once, pool_argv
 from worker.progress import JobCanceled, ProgressWriter
 

@@ -1,6 +1,6 @@
 """Keep a running job's lease alive while the pipeline works.
 
-The lease is what tells the sweeper (app/sweeper.py) that the job's worker is alive: a lease
+The lease is what tells the sweeper (jobs/sweeper.py) that the job's worker is alive: a lease
 left to lapse means a dead worker, and the job is taken back and started again. So it is
 renewed from a thread of its own, not only from the pipeline's progress callback: some steps
 (loading a large zip, the bootstrap statistics, drawing the report) call back rarely or
@@ -18,8 +18,8 @@ from typing import Literal
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import jobstate
-from worker.jobstate import Claim
+from jobs import state
+from jobs.state import Claim
 
 log = logging.getLogger(__name__)
 StopReason = Literal["lease-lost", "cancel"]
@@ -96,7 +96,7 @@ class LeaseKeeper:
         if not due and stage is None:
             return
         try:
-            result = jobstate.heartbeat(
+            result = state.heartbeat(
                 self._sessions, self._claim, self._lease_s if due else None, stage, progress
             )
         except SQLAlchemyError as exc:

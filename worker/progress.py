@@ -7,7 +7,7 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.jobstate import LeaseLost
+from jobs.state import LeaseLost
 from worker.lease import LeaseKeeper
 
 

@@ -2,7 +2,7 @@
 failed | canceled. The ML lives in pipeline/; this module only keeps the database in step.
 
 Each attempt writes its outputs into a folder of its own (attempt-N), handed to the store
-(app/storage.py: renamed to out/, or uploaded to the object store) only when the whole
+(jobs/storage/: renamed to out/, or uploaded to the object store) only when the whole
 pipeline has finished, and the job turns succeeded only after that, together with the list
 of stored files: a half-finished or killed attempt never looks finished, and a late worker
 from an earlier attempt cannot write into the files of the current one.
@@ -28,10 +28,13 @@ from celery.signals import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_sessionmaker
-from app.models import JobStatus
-from app.settings import Settings, get_settings
-from app.storage import (
+from jobs import state
+from jobs.db import make_engine, make_sessionmaker
+from jobs.models import JobStatus
+from jobs.queue import TASK_NAME
+from jobs.settings import Settings, get_settings
+from jobs.state import Claim, LeaseLost
+from jobs.storage import (
     ATTEMPT_PREFIX,
     Storage,
     StorageUnavailable,
@@ -43,9 +46,8 @@ from app.storage import (
 )
 from pipeline.builtin_datasets import builtin_zip, is_builtin
 from pipeline.errors import DatasetError
-from worker import jobstate, observability
-from worker.celery_app import TASK_NAME, app
-from worker.jobstate import Claim, LeaseLost
+from worker import observability
+from worker.celery_app import app
 from worker.lease import LeaseKeeper
 from worker.progress import JobCanceled, ProgressWriter
 from worker.warmup import start_warm_up, wait_for_warm_up
@@ -134,7 +136,7 @@ def worker_gpu() -> str | None:
 
 
 def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
-    claim = jobstate.claim(
+    claim = state.claim(
         sessions, job_id, worker_id(), settings.lease_s, settings.max_attempts, worker_gpu()
     )
     if claim is None:
@@ -172,7 +174,7 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
         log.exception("job %s crashed", job_id)
         _end(settings, sessions, claim, JobStatus.failed, _error_message(exc))
     else:
-        if jobstate.succeed(sessions, claim, report, artifacts):
+        if state.succeed(sessions, claim, report, artifacts):
             log.info("job %s: succeeded", job_id)
         else:  # lost between the last check and now; the newer attempt replaces the outputs
             log.warning("job %s: attempt %d finished after losing its lease", job_id, claim.attempt)
@@ -226,7 +228,7 @@ def _end(
 ) -> None:
     storage = storage_for(settings)
     storage.release_scratch(claim.job_id, claim.attempt)
-    if not jobstate.finish(sessions, claim, status, error):
+    if not state.finish(sessions, claim, status, error):
         log.warning("job %s: attempt %d no longer holds the job", claim.job_id, claim.attempt)
         return
     # A failed or canceled job has no results; drop any left over from an earlier attempt.

@@ -12,14 +12,14 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from fastapi import Path as PathParam
 from sqlalchemy.orm import Session
 
-from app import dataset_store
 from app.auth import upload_too_large
 from app.deps import CurrentOwner, SessionDep, SettingsDep
-from app.models import Dataset
 from app.problems import ProblemError, problem_responses
 from app.schemas import DatasetOut, DatasetPage
-from app.settings import Settings
-from app.storage import UploadTooLarge, dataset_path, file_digest, stage_dataset, storage_for
+from jobs import dataset_store
+from jobs.models import Dataset
+from jobs.settings import Settings
+from jobs.storage import UploadTooLarge, dataset_path, file_digest, stage_dataset, storage_for
 from pipeline.builtin_datasets import BUILTIN, DEMO_MNIST, is_builtin
 from pipeline.errors import DatasetError
 from pipeline.layout import DatasetLayout, check_upload

@@ -20,12 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app import crud
 from app.deps import CurrentOwner, SessionDep
-from app.models import FINISHED
 from app.problems import ProblemError, problem_responses
 from app.routes.jobs import JobId
 from app.schemas import eta_seconds
+from jobs import crud
+from jobs.models import FINISHED
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from app.deps import CeleryDep, SessionDep, SettingsDep
 from app.problems import ProblemError, problem_responses
 from app.schemas import Health
-from app.storage import storage_for
+from jobs.storage import storage_for
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

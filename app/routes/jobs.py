@@ -17,20 +17,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from app import crud, dataset_store
 from app.auth import check_active_jobs
 from app.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from app.job_config import CONFIG_EXAMPLE, JobConfig, bad_config, parse_config
-from app.models import FINISHED, Job, JobStatus
 from app.problems import ProblemError, problem_responses
 from app.routes import datasets
 from app.schemas import ClassRow, JobOut, JobPage, JobRequest
-from app.settings import Settings
-from app.storage import delete_job_files
 from app.storage_http import artifact_response
+from jobs import crud, state
+from jobs.models import FINISHED, Job, JobStatus
+from jobs.queue import enqueue_job
+from jobs.settings import Settings
+from jobs.storage import delete_job_files
+from jobs.submit import DatasetNotFound, QueueUnavailable, submit
 from pipeline.builtin_datasets import DEMO_MNIST
 from pipeline.config import RunConfig
-from worker.celery_app import enqueue_job
 
 # Every route here needs an API key and sees only its owner's jobs; any of them answers 503
 # while the database is unreachable (app/problems.py).
@@ -225,21 +226,21 @@ def _create_on_dataset(
 ) -> Job:
     """Queue a job on a stored dataset: the owner's own or a built-in one."""
     check_active_jobs(session, settings, owner)
-    job = Job(
-        id=uuid.uuid4(),
-        owner=owner,
-        status=JobStatus.queued.value,
-        config=config.resolved().to_dict(),
-        dataset_id=dataset_id,
-    )
-    if not dataset_store.usable(session, dataset_id, owner):  # locks the dataset's row
-        session.rollback()
-        raise datasets.not_found(dataset_id)
-    session.add(job)
-    session.commit()
-    _undo_if_over_limit(session, settings, job)
-    _enqueue_or_undo(session, settings, celery, job)
-    return job
+    try:
+        return submit(
+            session, settings, owner, dataset_id, config.resolved().to_dict(),
+            send=lambda job_id: enqueue_job(celery, job_id),
+            # Two uploads at once can both pass the check before their upload: counted again
+            # with the new row in, one over the limit is undone (both, at worst; never one
+            # too many).
+            recheck=lambda job: check_active_jobs(session, settings, job.owner or "", adding=0),
+        )  # fmt: skip
+    except DatasetNotFound:
+        raise datasets.not_found(dataset_id) from None
+    except QueueUnavailable as exc:
+        raise ProblemError(
+            503, "broker-unavailable", "Cannot queue the job", f"the broker is unreachable: {exc}"
+        ) from exc.__cause__
 
 
 def _create_with_upload(
@@ -398,36 +399,14 @@ def delete_job(
         crud.delete_job(session, job_uuid)
         delete_job_files(settings, job_uuid)
         return Response(status_code=204)
-    if crud.cancel_if_queued(session, job_uuid):  # counted as canceled, then gone
+    if state.cancel_if_queued(session, job_uuid):  # counted as canceled, then gone
         crud.delete_job(session, job_uuid)
         delete_job_files(settings, job_uuid)
         return Response(status_code=204)
-    if crud.request_cancel(session, job_uuid):
+    if state.request_cancel(session, job_uuid):
         return _job_json(session, job_uuid, owner, 202)
     # It finished between our read and our update: report what it is now.
     return _job_json(session, job_uuid, owner, 200)
-
-
-def _enqueue_or_undo(session: SessionDep, settings: Settings, celery: CeleryDep, job: Job) -> None:
-    try:
-        enqueue_job(celery, job.id)
-    except Exception as exc:
-        crud.delete_job(session, job.id)
-        delete_job_files(settings, job.id)
-        raise ProblemError(
-            503, "broker-unavailable", "Cannot queue the job", f"the broker is unreachable: {exc}"
-        ) from exc
-
-
-def _undo_if_over_limit(session: SessionDep, settings: Settings, job: Job) -> None:
-    """Two uploads at once can both pass the check before their upload: counted again with the
-    new row in, one over the limit is undone (both, at worst; never one too many)."""
-    try:
-        check_active_jobs(session, settings, job.owner or "", adding=0)
-    except BaseException:
-        crud.delete_job(session, job.id)
-        delete_job_files(settings, job.id)
-        raise
 
 
 def _job_or_404(session: SessionDep, job_id: str | uuid.UUID, owner: str) -> Job:

@@ -1,6 +1,6 @@
 """jobs.enqueued_at: when the job's message was last handed to the broker.
 
-The sweeper (app/sweeper.py) sends a queued job's message again when no worker claimed it
+The sweeper (jobs/sweeper.py) sends a queued job's message again when no worker claimed it
 long after this time. NULL (rows from before) means "unknown": such a job is sent again at the
 next sweep, which is harmless, since claims are guarded.
 

@@ -1,6 +1,6 @@
 """metric_totals: service-wide counters and histogram buckets for GET /metrics.
 
-Written when a job ends (app/job_metrics.py); read at every scrape. Empty at first: totals
+Written when a job ends (jobs/metrics.py); read at every scrape. Empty at first: totals
 start counting from this migration on.
 
 Revision ID: 0005_metric_totals

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from app.settings import Settings
+from jobs.settings import Settings
 from pipeline.archive import (
     DEFAULT_LIMITS,
     ArchiveLimits,

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import text
 
 from app.main import create_app
-from app.models import Base
 from app.problems import TYPE_PREFIX
-from app.settings import Settings
+from jobs.models import Base
+from jobs.settings import Settings
 from tests.hardening.conftest import LIMIT_ENV, LIMITS, UPLOAD_LIMIT, key_headers, snapshot
 from tests.hardening.hostile import (
     Case,
@@ -240,7 +240,7 @@ def test_a_valid_upload_is_still_accepted(api: Api, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, dict]]:
-    from app.db import make_engine, make_sessionmaker
+    from jobs.db import make_engine, make_sessionmaker
     from tests.service.conftest import running_service
 
     data_dir = tmp_path_factory.mktemp("hostile-live")

@@ -13,10 +13,10 @@ import time
 import pytest
 import torch
 
-import pipeline.run as run
+import pipeline.outputs as outputs
 from bench.output_time import job_outputs
 from pipeline.config import RunConfig
-from pipeline.cuda_graph import job_lane, training_generator
+from pipeline.engine import job_lane, training_rng
 from pipeline.gan import Generator, init_dcgan_
 from pipeline.output_pool import OutputPool
 from pipeline.seeding import seeded_init
@@ -47,7 +47,7 @@ def test_pool_writes_the_same_files_as_the_job_thread(pool, job, tmp_path):
     rest, inline = job
     report = rest[0]
     added = pool.write(tmp_path / "out", *rest)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(run.OUTPUT_FILES)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(outputs.OUTPUT_FILES)
     assert set(added) == {"packaging_seconds", "total_seconds"}
     assert report["timings"]["total_seconds"] == added["total_seconds"]  # the caller's copy too
     written = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -122,10 +122,10 @@ def test_seeded_init_is_not_disturbed_by_a_concurrent_build():
     assert all(torch.equal(r, expected) for r in results)
 
 
-def test_job_lane_and_training_generator_are_inert_off_cuda():
+def test_job_lane_and_training_rng_are_inert_off_cuda():
     with job_lane(torch.device("cpu")):
-        assert training_generator(torch.device("cpu")) is None
-    assert training_generator(torch.device("cpu")) is None
+        assert training_rng(torch.device("cpu")) is None
+    assert training_rng(torch.device("cpu")) is None
 
 
 def test_close_ends_a_pool_broken_since_the_last_job():

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.service_commands import stop_process, worker_argv
+from cli.service_commands import stop_process
+from cli.workers import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90

@@ -21,7 +21,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, create_engine, select
 
-from app.models import Job
+from jobs.models import Job
 from tests.service.datasets import make_zip
 
 from .servers import ThrowawayPostgres, ThrowawayRedis

@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import sweeper
-from app.db import make_engine, make_sessionmaker
-from app.models import Base, ClassReport, Job, JobStatus, utcnow
-from app.settings import Settings
-from app.storage import job_dir, out_dir, upload_path
-from worker import jobstate, tasks
-from worker.jobstate import Claim, LeaseLost
+from jobs import state as jobstate
+from jobs import sweeper
+from jobs.db import make_engine, make_sessionmaker
+from jobs.models import Base, ClassReport, Job, JobStatus, utcnow
+from jobs.settings import Settings
+from jobs.state import Claim, LeaseLost
+from jobs.storage import job_dir, out_dir, upload_path
+from worker import tasks
 from worker.lease import LeaseKeeper
 from worker.progress import JobCanceled, ProgressWriter
 

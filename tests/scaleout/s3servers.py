@@ -73,7 +73,7 @@ class S3Server:
     def client(self):  # noqa: ANN201 (a boto3 S3 client with the right credentials)
         import boto3
 
-        from app.storage_s3 import client_config
+        from jobs.storage.s3 import client_config
 
         return boto3.client(
             "s3", endpoint_url=self.endpoint, region_name="us-east-1", config=client_config(),

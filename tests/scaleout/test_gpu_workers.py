@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.gpu_workers import parse_gpus, worker_commands
+from cli.workers import parse_gpus, worker_commands
 from tests.reliability.stack import ROOT, python_path, wait_until
 
 pytestmark = pytest.mark.timeout(180)

@@ -1,4 +1,4 @@
-"""The S3 backend of app/storage.py against real S3 servers (rclone and SeaweedFS): the
+"""The S3 backend of jobs/storage/ against real S3 servers (rclone and SeaweedFS): the
 multipart upload, the worker's copy, publishing, presigned and streamed downloads, deletion,
 the orphan listing, and the errors a person sees when the store is misconfigured or gone."""
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.storage import StorageUnavailable
-from app.storage_s3 import S3Storage
+from jobs.storage import StorageUnavailable
+from jobs.storage.s3 import S3Storage
 
 from .s3servers import BUCKET, RcloneS3, S3Server, SeaweedS3
 

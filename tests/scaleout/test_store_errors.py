@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import migrations
-from app import storage as storage_module
 from app.auth import create_key
-from app.db import make_engine, make_sessionmaker
 from app.main import create_app
-from app.settings import Settings
+from jobs import storage as storage_module
+from jobs.db import make_engine, make_sessionmaker
+from jobs.settings import Settings
 from tests.service.conftest import assert_problem
 from tests.service.datasets import make_zip
 

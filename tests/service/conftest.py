@@ -28,7 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.service_commands import stop_process, worker_argv
+from cli.service_commands import stop_process
+from cli.workers import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = os.environ.get("BALANCER_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432")

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from app.auth import ENVELOPE_SLACK
 from app.main import create_app
-from app.settings import Settings
+from jobs.settings import Settings
 
 from .conftest import (
     ACTIVE_JOBS_LIMIT,

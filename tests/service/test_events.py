@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from app.models import Job
 from app.schemas import eta_seconds
+from jobs.models import Job
 
 from .conftest import Service
 

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import migrations
-from app.models import Base
+from jobs.models import Base
 
 from .conftest import python_path
 
@@ -52,7 +52,7 @@ def test_upgrade_downgrade_upgrade(empty_db_url: str) -> None:
     migrations.upgrade(empty_db_url)
     tables, drift = tables_and_drift(empty_db_url)
     assert tables == TABLES
-    assert drift == [], "the migrations and app/models.py disagree"
+    assert drift == [], "the migrations and jobs/models.py disagree"
 
     migrations.downgrade(empty_db_url, "base")
     assert tables_and_drift(empty_db_url)[0] == {"alembic_version"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.main import create_app
-from app.settings import Settings
+from jobs.settings import Settings
 
 from .conftest import Service
 

@@ -1,14 +1,20 @@
-"""The worker's side of the job state machine. Every transition is one guarded UPDATE whose
-row count says whether it happened:
+"""The job state machine: every change of a job row's status, and who makes it. Each
+transition is one guarded UPDATE whose row count says whether it happened:
 
-    queued  -> running                      claim (attempts += 1: the new fencing token)
-    running -> running                      heartbeat / progress (only by the fence holder)
-    running -> succeeded | failed | canceled  finish (only by the fence holder)
+    queued  -> running                        claim           worker (attempts += 1: the fence)
+    queued  -> failed                         claim           worker, out of attempts
+    running -> running                        heartbeat       worker: lease, progress
+    running -> succeeded | failed | canceled  succeed/finish  worker (only the fence holder)
+    running -> queued | failed | canceled     take_back       sweeper, once the lease lapsed
+    queued  -> queued (sent again)            resend          sweeper, message not claimed
+    queued  -> canceled                       cancel_if_queued  API
+    running (cancel requested)                request_cancel  API; the worker then finishes
 
-The sweeper (app/sweeper.py) owns the others: running -> queued | failed | canceled once a
-lease has lapsed, and the API owns queued -> canceled. `attempts` is the fencing token: a
-worker whose job was taken back and started again (attempts moved on) matches no row, so it
-can neither overwrite the new attempt's progress nor finish the job.
+A job row is inserted (queued) by jobs/submit.py and deleted by the API (jobs/crud.py).
+`attempts` is the fencing token: a worker whose job was taken back and started again
+(attempts moved on) matches no row, so it can neither overwrite the new attempt's progress
+nor finish the job. The sweeper and the API's replicas race each other safely the same way:
+only one UPDATE wins each transition, and only the winner sends a message or counts the end.
 """
 
 from __future__ import annotations
@@ -16,20 +22,20 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_metrics import record_finish
-from app.models import Artifact, ClassReport, Job, JobStatus, utcnow
-from app.storage import StoredArtifact
-from app.sweeper import gave_up_message
+from jobs.metrics import record_finish
+from jobs.models import Artifact, ClassReport, Job, JobStatus, utcnow
+from jobs.storage import StoredArtifact
 
 log = logging.getLogger(__name__)
+Send = Callable[[uuid.UUID], None]  # sends a job's message to the queue (jobs/queue.py)
 
 
 class LeaseLost(Exception):
@@ -225,3 +231,131 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+# --- the sweeper's: a job whose worker died, a message the broker lost ---------------------
+
+
+def lease_lapsed(now: datetime):  # noqa: ANN202 (a SQL condition)
+    # No lease at all: started by a worker from before leases existed, gone after an upgrade.
+    return or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))
+
+
+def take_back(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    attempts: int,
+    cancel: bool,
+    max_attempts: int,
+    now: datetime,
+) -> str | None:
+    """running -> canceled | failed | queued (the sweeper, once the lease lapsed), if nobody
+    renewed or ended the job since we looked; returns which ("requeued" for queued), or None.
+    The caller sends a requeued job's message (send_or_mark), or drops an ended job's
+    outputs and counts it."""
+    if cancel:
+        outcome, values = "canceled", _ended(JobStatus.canceled, None, now)
+    elif attempts >= max_attempts:
+        outcome, values = "failed", _ended(JobStatus.failed, gave_up_message(attempts), now)
+    else:
+        outcome = "requeued"
+        values = {
+            "status": JobStatus.queued.value,
+            "stage": None,
+            "progress": 0.0,
+            "worker_id": None,
+            "lease_expires_at": None,
+            "enqueued_at": now,
+        }
+    guarded = update(Job).where(
+        Job.id == job_id,
+        Job.status == JobStatus.running.value,
+        Job.attempts == attempts,  # the attempt we judged dead, not a newer one
+        lease_lapsed(now),  # and it did not renew its lease meanwhile
+    )
+    with sessions.begin() as session:
+        if session.execute(guarded.values(**values)).rowcount != 1:
+            return None
+    log.warning("job %s: lease of attempt %d lapsed; %s", job_id, attempts, outcome)
+    return outcome
+
+
+def resend(
+    sessions: sessionmaker[Session],
+    send: Send,
+    job_id: uuid.UUID,
+    enqueued_at: datetime | None,
+    now: datetime,
+) -> int:
+    """queued -> queued with a new send time, and the job's message sent again (the sweeper,
+    for a job nobody claimed); the guarded UPDATE makes one sweeper of many do it. Returns 1
+    if sent, else 0."""
+    guarded = update(Job).where(
+        Job.id == job_id,
+        Job.status == JobStatus.queued.value,
+        Job.enqueued_at.is_not_distinct_from(enqueued_at),
+    )
+    with sessions.begin() as session:
+        if session.execute(guarded.values(enqueued_at=now)).rowcount != 1:
+            return 0
+    log.warning("job %s: queued since %s and not claimed; message sent again", job_id, enqueued_at)
+    return int(send_or_mark(sessions, send, job_id, enqueued_at))
+
+
+def send_or_mark(
+    sessions: sessionmaker[Session], send: Send, job_id: uuid.UUID, previous: datetime | None
+) -> bool:
+    """Send; if the broker is down, put the send time back so that the next sweep retries."""
+    try:
+        send(job_id)
+        return True
+    except Exception as exc:  # any broker failure: the job stays queued, retried next sweep
+        log.warning("job %s: could not send its message (%s); retrying next sweep", job_id, exc)
+        with sessions.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+                .values(enqueued_at=previous)
+            )
+        return False
+
+
+def _ended(status: JobStatus, error: str | None, now: datetime) -> dict[str, object]:
+    return {"status": status.value, "error": error, "finished_at": now, "lease_expires_at": None}
+
+
+def gave_up_message(attempts: int) -> str:
+    return (
+        f"the worker running this job stopped responding {attempts} "
+        f"time{'s' if attempts != 1 else ''} (killed, out of memory, or its machine "
+        "restarted?); giving up"
+    )
+
+
+# --- the API's: cancel --------------------------------------------------------------------
+
+
+def cancel_if_queued(session: Session, job_id: uuid.UUID) -> bool:
+    """Cancel a job no worker has started; False if it is no longer queued."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .values(status=JobStatus.canceled.value, cancel_requested=True, finished_at=utcnow())
+    )
+    done = session.execute(stmt).rowcount == 1
+    session.commit()
+    if done:
+        record_finish(session, job_id, JobStatus.canceled.value)
+    return done
+
+
+def request_cancel(session: Session, job_id: uuid.UUID) -> bool:
+    """Ask the worker running the job to stop; False if it is no longer running."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running.value)
+        .values(cancel_requested=True)
+    )
+    done = session.execute(stmt).rowcount == 1
+    session.commit()
+    return done

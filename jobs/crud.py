@@ -1,15 +1,14 @@
-"""Database operations of the API. State changes are conditional UPDATEs, so the API and the
-worker cannot overwrite each other's transitions."""
+"""Reading, counting and deleting job rows, for the API. A job's status changes only in
+jobs/state.py."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.job_metrics import record_finish
-from app.models import ClassReport, Job, JobStatus, utcnow
+from jobs.models import ClassReport, Job, JobStatus
 
 
 def get_job(session: Session, job_id: uuid.UUID) -> Job | None:
@@ -42,32 +41,6 @@ def count_active_jobs(session: Session, owner: str) -> int:
 def class_rows(session: Session, job_id: uuid.UUID) -> list[ClassReport]:
     query = select(ClassReport).where(ClassReport.job_id == job_id).order_by(ClassReport.id)
     return list(session.scalars(query).all())
-
-
-def cancel_if_queued(session: Session, job_id: uuid.UUID) -> bool:
-    """Cancel a job no worker has started; False if it is no longer queued."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-        .values(status=JobStatus.canceled.value, cancel_requested=True, finished_at=utcnow())
-    )
-    done = session.execute(stmt).rowcount == 1
-    session.commit()
-    if done:
-        record_finish(session, job_id, JobStatus.canceled.value)
-    return done
-
-
-def request_cancel(session: Session, job_id: uuid.UUID) -> bool:
-    """Ask the worker running the job to stop; False if it is no longer running."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running.value)
-        .values(cancel_requested=True)
-    )
-    done = session.execute(stmt).rowcount == 1
-    session.commit()
-    return done
 
 
 def delete_job(session: Session, job_id: uuid.UUID) -> None:

@@ -12,10 +12,10 @@ eager engine calls every iteration, so both engines do the same maths; the graph
 only the capture/replay mechanics below. For a step to be capturable it must:
   - read and write only tensors that exist before capture and live as long as the graph
     (parameters, optimiser state, data, loss history, a device-side step counter);
-  - draw randomness from `training_generator(device)` (the job lane's generator, or the
-    default one outside a lane), passed as generator= to torch.rand/randn/randint: under
-    capture PyTorch records philox offsets, so every replay draws fresh numbers, in the same
-    sequence an eager loop would;
+  - draw randomness from `training_rng(device)` (the job lane's random-number generator,
+    or PyTorch's default one outside a lane), passed as generator= to torch.rand/randn/randint:
+    under capture PyTorch records philox offsets, so every replay draws fresh numbers, in the
+    same sequence an eager loop would;
   - never synchronise with the host (.item(), .cpu(), printing, data-dependent shapes);
   - use an optimiser built by `make_adam(..., engine="graph")` (capturable: its step count
     and bias correction live on the device).
@@ -139,7 +139,7 @@ class Lane:
     # The random numbers of the job's training steps (batches, noise, augmentation, dropout):
     # a generator per lane, not the default CUDA generator, which every capture in the
     # process claims while it runs and whose replay offsets all graphs would share.
-    generator: torch.Generator
+    rng: torch.Generator
     side: list[torch.cuda.Stream] = field(default_factory=list)
 
 
@@ -248,11 +248,11 @@ def _load_lazy_libraries(device: torch.device) -> None:
     torch.cuda.current_stream(device).synchronize()
 
 
-def training_generator(device: torch.device) -> torch.Generator | None:
-    """The generator a training step on `device` draws from: its job's lane's on CUDA inside
-    job_lane; None (PyTorch's default generator) elsewhere."""
+def training_rng(device: torch.device) -> torch.Generator | None:
+    """The random-number generator a training step on `device` draws from: its job's lane's
+    on CUDA inside job_lane; None (PyTorch's default generator) elsewhere."""
     lane = getattr(_current, "lane", None)
-    return lane.generator if lane is not None and device.type == "cuda" else None
+    return lane.rng if lane is not None and device.type == "cuda" else None
 
 
 def _device_key(device: torch.device) -> tuple[str, int]:
@@ -276,9 +276,9 @@ def capture(step: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGr
             step()
     current.wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    generator = training_generator(device)
-    if generator is not None:  # replays advance the lane's generator, as eager steps would
-        graph.register_generator_state(generator)
+    rng = training_rng(device)
+    if rng is not None:  # replays advance the lane's generator, as eager steps would
+        graph.register_generator_state(rng)
     # thread_local: another thread of the worker process touching CUDA meanwhile (a progress
     # reporter, another job) does not invalidate this capture. One capture at a time per
     # process, as PyTorch documents for graphs; a capture records kernels without running them.

@@ -102,7 +102,7 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     # The dataset the job runs on: a `datasets` row's id, or a built-in dataset's name
     # (pipeline/builtin_datasets.py), so no foreign key. None: a job from before datasets,
-    # whose upload sits with the job (app/storage.py).
+    # whose upload sits with the job (jobs/storage/).
     dataset_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
     class_reports: Mapped[list[ClassReport]] = relationship(
@@ -114,8 +114,8 @@ class Job(Base):
 
 
 class Dataset(Base):
-    """An uploaded dataset, checked at upload and stored (app/storage.py) for any number of
-    jobs. `summary` is what the upload check found (app/dataset_store.py): classes, counts
+    """An uploaded dataset, checked at upload and stored (jobs/storage/) for any number of
+    jobs. `summary` is what the upload check found (jobs/dataset_store.py): classes, counts
     per class and split, image sizes and mode, warnings."""
 
     __tablename__ = "datasets"
@@ -131,7 +131,7 @@ class Dataset(Base):
 
 class Artifact(Base):
     """One stored output of a succeeded job, written in the same transaction that marks it
-    succeeded: its key in the store (app/storage.py), its size and its SHA-256."""
+    succeeded: its key in the store (jobs/storage/), its size and its SHA-256."""
 
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)
@@ -183,7 +183,7 @@ class ApiKey(Base):
 
 
 class MetricTotal(Base):
-    """Service-wide running totals for /metrics (app/job_metrics.py): a counter, or one
+    """Service-wide running totals for /metrics (jobs/metrics.py): a counter, or one
     histogram bucket or sum, per (metric, labels). Kept apart from the job rows so that
     deleting a job never makes a counter go down."""
 

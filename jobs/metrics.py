@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, MetricTotal
+from jobs.models import Job, MetricTotal
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The sweeper: takes back jobs whose worker died and re-sends messages a broker lost.
+"""The sweeper: takes back jobs whose worker died and re-sends messages a broker lost. It
+finds them; the transitions themselves (take_back, resend) are jobs/state.py's.
 
 - A running job whose lease lapsed (its worker stopped renewing it: killed, out of memory,
   machine gone) goes back to queued and its message is sent again, up to `max_attempts`
@@ -6,7 +7,7 @@
 - A queued job whose message was handed to the broker more than `resend_queued_after_s` ago
   and that no worker has claimed is sent again: a Redis restarted without persistence, or
   the embedded broker's messages taken by a worker that then died, are lost otherwise.
-- Every `orphan_sweep_interval_s`, stored files (app/storage.py) of jobs and datasets that no
+- Every `orphan_sweep_interval_s`, stored files (jobs/storage/) of jobs and datasets that no
   longer exist are deleted: a DELETE while the object store was down, an API killed between
   storing an upload and creating its job or dataset row. Only files untouched for
   `orphan_grace_s`: an upload is stored a moment before its row is committed.
@@ -30,27 +31,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.job_metrics import record_finish
-from app.models import Dataset, Job, JobStatus, utcnow
-from app.settings import Settings
-from app.storage import StorageUnavailable, storage_for
-
-if TYPE_CHECKING:  # the worker imports this module (gave_up_message); it needs no FastAPI
-    from fastapi import FastAPI
+from jobs import state
+from jobs.metrics import record_finish
+from jobs.models import Dataset, Job, JobStatus, utcnow
+from jobs.settings import Settings
+from jobs.storage import StorageUnavailable, storage_for
 
 log = logging.getLogger(__name__)
 BATCH = 100  # jobs per sweep and kind; the next sweep takes the rest
-Send = Callable[[uuid.UUID], None]
+Send = state.Send
 
 
 @dataclass
@@ -67,72 +63,29 @@ def sweep(
     now = now or utcnow()
     report = SweepReport()
     for job_id, attempts, cancel in _lapsed(sessions, now):
-        outcome = _take_back(sessions, settings, send, job_id, attempts, cancel, now)
+        outcome = state.take_back(sessions, job_id, attempts, cancel, settings.max_attempts, now)
+        if outcome == "requeued":
+            state.send_or_mark(sessions, send, job_id, None)
+        elif outcome:
+            _remove_outputs(settings, job_id)
+            with sessions() as session:
+                record_finish(session, job_id, outcome)
         if outcome:
             setattr(report, outcome, getattr(report, outcome) + 1)
     cutoff = now - timedelta(seconds=settings.resend_queued_after_s)
     for job_id, enqueued_at in _unclaimed(sessions, cutoff):
-        report.resent += _resend(sessions, send, job_id, enqueued_at, now)
+        report.resent += state.resend(sessions, send, job_id, enqueued_at, now)
     return report
 
 
 def _lapsed(sessions: sessionmaker[Session], now: datetime) -> list[tuple[uuid.UUID, int, bool]]:
     query = (
         select(Job.id, Job.attempts, Job.cancel_requested)
-        .where(Job.status == JobStatus.running.value, _lease_lapsed(now))
+        .where(Job.status == JobStatus.running.value, state.lease_lapsed(now))
         .limit(BATCH)
     )
     with sessions() as session:
         return [(r.id, r.attempts, r.cancel_requested) for r in session.execute(query)]
-
-
-def _lease_lapsed(now: datetime):  # noqa: ANN202 (a SQL condition)
-    # No lease at all: started by a worker from before leases existed, gone after an upgrade.
-    return or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))
-
-
-def _take_back(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    send: Send,
-    job_id: uuid.UUID,
-    attempts: int,
-    cancel: bool,
-    now: datetime,
-) -> str | None:
-    """running -> canceled | failed | queued, if nobody renewed or ended the job since we
-    looked; returns which, or None."""
-    if cancel:
-        outcome, values = "canceled", _ended(JobStatus.canceled, None, now)
-    elif attempts >= settings.max_attempts:
-        outcome, values = "failed", _ended(JobStatus.failed, gave_up_message(attempts), now)
-    else:
-        outcome = "requeued"
-        values = {
-            "status": JobStatus.queued.value,
-            "stage": None,
-            "progress": 0.0,
-            "worker_id": None,
-            "lease_expires_at": None,
-            "enqueued_at": now,
-        }
-    guarded = update(Job).where(
-        Job.id == job_id,
-        Job.status == JobStatus.running.value,
-        Job.attempts == attempts,  # the attempt we judged dead, not a newer one
-        _lease_lapsed(now),  # and it did not renew its lease meanwhile
-    )
-    with sessions.begin() as session:
-        if session.execute(guarded.values(**values)).rowcount != 1:
-            return None
-    log.warning("job %s: lease of attempt %d lapsed; %s", job_id, attempts, outcome)
-    if outcome == "requeued":
-        _send_or_mark(sessions, send, job_id, None)
-    else:
-        _remove_outputs(settings, job_id)
-        with sessions() as session:
-            record_finish(session, job_id, outcome)
-    return outcome
 
 
 def _unclaimed(
@@ -147,48 +100,6 @@ def _unclaimed(
     )
     with sessions() as session:
         return [(r.id, r.enqueued_at) for r in session.execute(query)]
-
-
-def _resend(
-    sessions: sessionmaker[Session],
-    send: Send,
-    job_id: uuid.UUID,
-    enqueued_at: datetime | None,
-    now: datetime,
-) -> int:
-    """Send the job's message again; the guarded UPDATE makes one sweeper of many do it."""
-    guarded = update(Job).where(
-        Job.id == job_id,
-        Job.status == JobStatus.queued.value,
-        Job.enqueued_at.is_not_distinct_from(enqueued_at),
-    )
-    with sessions.begin() as session:
-        if session.execute(guarded.values(enqueued_at=now)).rowcount != 1:
-            return 0
-    log.warning("job %s: queued since %s and not claimed; message sent again", job_id, enqueued_at)
-    return int(_send_or_mark(sessions, send, job_id, enqueued_at))
-
-
-def _send_or_mark(
-    sessions: sessionmaker[Session], send: Send, job_id: uuid.UUID, previous: datetime | None
-) -> bool:
-    """Send; if the broker is down, put the send time back so that the next sweep retries."""
-    try:
-        send(job_id)
-        return True
-    except Exception as exc:  # any broker failure: the job stays queued, retried next sweep
-        log.warning("job %s: could not send its message (%s); retrying next sweep", job_id, exc)
-        with sessions.begin() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-                .values(enqueued_at=previous)
-            )
-        return False
-
-
-def _ended(status: JobStatus, error: str | None, now: datetime) -> dict[str, object]:
-    return {"status": status.value, "error": error, "finished_at": now, "lease_expires_at": None}
 
 
 def _remove_outputs(settings: Settings, job_id: uuid.UUID) -> None:
@@ -219,14 +130,6 @@ def sweep_orphans(sessions: sessionmaker[Session], settings: Settings, now: date
             log.warning("removed the stored files of %d deleted %s(s)", len(orphans), kind)
         removed += len(orphans)
     return removed
-
-
-def gave_up_message(attempts: int) -> str:
-    return (
-        f"the worker running this job stopped responding {attempts} "
-        f"time{'s' if attempts != 1 else ''} (killed, out of memory, or its machine "
-        "restarted?); giving up"
-    )
 
 
 class Sweeper:
@@ -262,17 +165,3 @@ class Sweeper:
             else:
                 if report != SweepReport():
                     log.info("sweep: %s", report)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The app's lifespan: one sweeper per API process, stopped at shutdown."""
-    from worker.celery_app import enqueue_job
-
-    state = app.state
-    sweeper = Sweeper(state.sessionmaker, state.settings, lambda j: enqueue_job(state.celery, j))
-    sweeper.start()
-    try:
-        yield
-    finally:
-        sweeper.stop()

@@ -1,4 +1,4 @@
-"""The S3 backend of app/storage.py: any S3-compatible store (AWS, SeaweedFS, MinIO, ...).
+"""The S3 backend of jobs/storage/: any S3-compatible store (AWS, SeaweedFS, MinIO, ...).
 
 Keys, under the URL's prefix:
     uploads/<job id>.zip        the accepted upload, stored by the API after its checks
@@ -30,7 +30,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.storage import (
+from jobs.storage.base import (
     ATTEMPT_PREFIX,
     UPLOAD_NAME,
     ArtifactMissing,

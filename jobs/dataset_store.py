@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.models import Dataset, Job, JobStatus
-from app.settings import Settings
+from jobs.models import Dataset, Job, JobStatus
+from jobs.settings import Settings
 from pipeline.archive import ArchiveLimits
 from pipeline.builtin_datasets import BUILTIN, builtin_zip, is_builtin
 from pipeline.layout import DatasetLayout, check_upload

@@ -1,7 +1,9 @@
-"""`balancer worker --gpus all|0,1,...`: one Celery worker process per GPU on this host.
+"""How `balancer worker` starts Celery: the worker's arguments (worker_argv, also used by
+`balancer serve` through `balancer worker`, and by the test stacks) and, with
+`--gpus all|0,1,...`, one Celery worker process per GPU on this host.
 
 Each child sees one GPU (CUDA_VISIBLE_DEVICES), runs BALANCER_GPU_JOBS jobs at once on it
-(worker/pool.py; prefetch 1 per job slot, worker/celery_app.py) and takes the same queues.
+(worker/pool.py; prefetch 1 per job slot, jobs/queue.py) and takes the same queues.
 This process only supervises: TERM or Ctrl-C stops every child (warm: running jobs finish
 first, for up to a minute); a child that exits ends the others too, so that a container or
 systemd restarts the host's workers as one. The children share this process's group: killing
@@ -16,11 +18,27 @@ import subprocess
 import sys
 import time
 
-from cli.service_commands import worker_argv
-from worker.pool import DEFAULT_GPU_JOBS
+from worker.pool import DEFAULT_GPU_JOBS, pool_argv
 
 POLL_S = 0.5
 STOP_GRACE_S = 60.0
+
+
+def worker_argv(queues: str, jobs: int, loglevel: str, processes: int = 1) -> list[str]:
+    """Celery worker arguments for one process running `jobs` jobs at once (worker/pool.py:
+    threads sharing the GPU for several; for one, `processes` forked children, which alone
+    touch CUDA).
+    No gossip/mingle/heartbeat: they are broadcasts the embedded broker lacks, and they only
+    slow the start."""
+    return [
+        "worker",
+        f"--queues={queues}",
+        f"--loglevel={loglevel}",
+        *pool_argv(jobs, processes),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
 
 
 def parse_gpus(spec: str) -> list[str]:

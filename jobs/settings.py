@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # own CUDA streams). 0 = worker/pool.py's DEFAULT_GPU_JOBS where a GPU is visible, else 1
     # (one job per process, as on a CPU). `balancer worker --gpus` applies it to each GPU.
     gpu_jobs: int = Field(0, ge=0, le=64)
-    # Crash safety (worker/lease.py, app/sweeper.py). A running job holds a lease that its
+    # Crash safety (worker/lease.py, jobs/sweeper.py). A running job holds a lease that its
     # worker renews every heartbeat_interval_s (0 = lease_s / 4); once the lease has lapsed the
     # worker is presumed dead and the sweeper re-queues the job (up to max_attempts starts).
     lease_s: float = Field(60.0, ge=1.0)
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # claiming it is sent again (a broker restarted without persistence loses messages).
     # Duplicates are harmless, claims are guarded; this only bounds how many there are.
     resend_queued_after_s: float = Field(600.0, ge=1.0)
-    # Where uploads and outputs live (app/storage.py). Empty = files under data_dir, shared by
+    # Where uploads and outputs live (jobs/storage/). Empty = files under data_dir, shared by
     # the API and the workers. `s3://BUCKET/PREFIX` = an S3-compatible object store that every
     # host reaches; each host's data_dir is then only its scratch space. Credentials come from
     # the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION variables.
