@@ -77,6 +77,10 @@ def worker_commands(
 
 
 def run_gpu_workers(gpus: list[str], queues: str, loglevel: str, jobs: int) -> int:
+    from jobs.queue import declare_queues
+    from jobs.settings import get_settings
+
+    declare_queues(get_settings(), queues.split(","))  # before the workers race to create them
     children = []
     for argv, gpu in worker_commands(gpus, queues, loglevel, jobs):
         env = os.environ | {"CUDA_VISIBLE_DEVICES": gpu}

@@ -69,3 +69,15 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
 def enqueue_job(celery: Celery, job_id: uuid.UUID) -> None:
     # By name: the API need not import the task module (and what it imports).
     celery.send_task(TASK_NAME, args=[str(job_id)], retry_policy={"max_retries": 2})
+
+
+def declare_queues(settings: Settings, names: Sequence[str]) -> None:
+    """Declare the queues once, before several workers start on them together. kombu's
+    SQLAlchemy transport (the embedded broker) creates a queue's row by a read, then an
+    insert, so two workers starting at the same moment could both insert it and one would
+    die on the unique name (seen with `balancer worker --gpus 0,1`)."""
+    from kombu import Queue
+
+    with create_celery(settings).connection_for_write() as conn:
+        for name in names:
+            Queue(name, channel=conn.default_channel).declare()
