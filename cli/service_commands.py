@@ -10,8 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once, pool_argv
+
+if TYPE_CHECKING:  # imported inside the handlers: `balancer --help` stays fast
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,10 @@ def _add_keys_commands(subparsers: argparse._SubParsersAction) -> None:
     create.set_defaults(func=keys_create_command)
     listing = commands.add_parser("list", help="list keys (never the keys themselves)")
     listing.set_defaults(func=keys_list_command)
-    revoke = commands.add_parser("revoke", help="revoke a key at once")
+    revoke = commands.add_parser(
+        "revoke",
+        help="revoke a key (the API refuses it within BALANCER_API_KEY_CACHE_S, 5 s by default)",
+    )
     revoke.add_argument("key", metavar="PREFIX_OR_ID", help="the key's listed prefix or id")
     revoke.set_defaults(func=keys_revoke_command)
 
@@ -287,10 +294,7 @@ def worker_argv(queues: str, jobs: int, loglevel: str, processes: int = 1) -> li
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     import migrations
-    from app.main import create_app
     from app.settings import get_settings
 
     settings = get_settings()
@@ -302,10 +306,44 @@ def serve_command(args: argparse.Namespace) -> int:
     # the default handler would end this process before `finally` stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        run_api(settings, args.host, args.port)
     finally:
         stop_process(worker)
     return 0
+
+
+def run_api(settings: Settings, host: str, port: int) -> None:
+    """uvicorn with settings.api_workers processes. Several are started from the app's import
+    string, each reading the same BALANCER_* settings; SIGTERM stops them all, then returns."""
+    import uvicorn
+
+    from app.main import create_app
+
+    raise_open_files_limit()
+    if settings.api_workers > 1:
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port,
+            workers=settings.api_workers,
+        )  # fmt: skip
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port)
+
+
+def raise_open_files_limit(want: int = 65536) -> None:
+    """Every client connection is a file descriptor, and an event stream stays open for as long
+    as its job runs; many systems start processes with a soft limit of 1024. Raise it towards
+    the hard limit (the worker processes uvicorn starts inherit it)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d: %s", soft, exc)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -313,11 +351,9 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def api_command(args: argparse.Namespace) -> int:
-    import uvicorn
+    from app.settings import get_settings
 
-    from app.main import create_app
-
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    run_api(get_settings(), args.host, args.port)
     return 0
 
 
