@@ -98,12 +98,15 @@ def balancer(env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
-def start_serve(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, dict[str, str]]:
+def start_serve(
+    data_dir: Path, port: int, extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     env |= {
         "BALANCER_DATA_DIR": str(data_dir),
         "BALANCER_OWNER_MAX_ACTIVE_JOBS": "1000",
         "PYTHONPATH": str(ROOT),
+        **(extra or {}),
     }
     balancer(env, "db", "upgrade")
     key = balancer(env, "keys", "create", "--name", "load").splitlines()[-1]
@@ -332,12 +335,20 @@ def main() -> int:
     parser.add_argument("--sse", type=int, default=0, help="event streams held open at once")
     parser.add_argument("--sse-hold-s", type=float, default=30.0, help="how long to hold them")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--serve-env",
+        action="append",
+        default=[],
+        metavar="BALANCER_X=V",
+        help="a setting for serve (repeatable); none: the defaults, as installed",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--serve-log", type=Path, help="keep serve's log (API and worker) here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="balancer-load-") as tmp:
-        proc, key, _ = start_serve(Path(tmp), args.port)
+        extra = dict(item.split("=", 1) for item in args.serve_env)
+        proc, key, _ = start_serve(Path(tmp), args.port, extra)
         try:
             result = asyncio.run(run_load(f"http://127.0.0.1:{args.port}", key, args))
         finally:
@@ -348,8 +359,8 @@ def main() -> int:
         "pollers": args.pollers,
         "polls_each": args.polls,
         "concurrent_uploads": args.uploads,
-        "stack": "balancer serve (defaults): uvicorn + 1 Celery worker, SQLite, embedded broker",
-        "serve_env": {k: v for k, v in os.environ.items() if k.startswith("BALANCER_API")},
+        "stack": "balancer serve: uvicorn + 1 Celery worker, SQLite, embedded broker",
+        "serve_env": dict(item.split("=", 1) for item in args.serve_env),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
         "python": platform.python_version(),
         "commit": commit(),
