@@ -176,12 +176,14 @@ async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
         seed_id = seed.json()["id"]
         training_wait_s = await wait_training(client, seed_id)
         polls, uploads, ids = Sample(), Sample(), [seed_id]
+        cpu_before = cpu_seconds(args.data_dir)
         started = time.perf_counter()
         await asyncio.gather(
             *(poller(client, seed_id, args.polls, polls) for _ in range(args.pollers)),
             *(uploader(client, data, uploads, ids) for _ in range(args.uploads)),
         )
         wall = time.perf_counter() - started
+        cpu_after = cpu_seconds(args.data_dir)
         after_polls = (await client.get(f"/v1/jobs/{seed_id}")).json()
         sse = await hold_streams(client, seed_id, args) if args.sse else None
         after_all = (await client.get(f"/v1/jobs/{seed_id}")).json()
@@ -196,6 +198,12 @@ async def run_load(base_url: str, key: str, args: argparse.Namespace) -> dict:
         "uploads": uploads.summary(),
         "wall_s": round(wall, 2),
         "polls_per_s": round(len(polls.latencies) / wall, 1) if polls.latencies else 0.0,
+        # CPU cores used during the polls, by process role (user + system time / wall time)
+        "cpu_cores_during_polls": {
+            role: round((cpu_after[role] - cpu_before.get(role, 0.0)) / wall, 2)
+            for role in cpu_after
+            if polls.latencies
+        },
         "training_job": {
             "waited_for_training_s": round(training_wait_s, 1),
             "after_polls": {k: after_polls.get(k) for k in ("status", "stage", "progress")},
@@ -311,6 +319,21 @@ def stop_serve(proc: subprocess.Popen, data_dir: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def cpu_seconds(data_dir: Path) -> dict[str, float]:
+    """CPU seconds (user + system) so far of this client, the API processes and the worker
+    processes of this run (Linux /proc; a process that ended meanwhile is not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    usage = os.times()
+    found = {"client": usage.user + usage.system, "api": 0.0, "worker": 0.0}
+    for pid in _processes_using(data_dir):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            role = "worker" if b"worker" in cmdline or b"celery" in cmdline else "api"
+            found[role] += (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+    return found
+
+
 def _processes_using(data_dir: Path) -> list[int]:
     """Processes whose BALANCER_DATA_DIR is this run's temporary folder (Linux /proc)."""
     marker = f"BALANCER_DATA_DIR={data_dir}".encode()
@@ -348,6 +371,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="balancer-load-") as tmp:
         extra = dict(item.split("=", 1) for item in args.serve_env)
+        args.data_dir = Path(tmp)
         proc, key, _ = start_serve(Path(tmp), args.port, extra)
         try:
             result = asyncio.run(run_load(f"http://127.0.0.1:{args.port}", key, args))
@@ -372,6 +396,7 @@ def main() -> int:
     print(format_table(header, rows))
     wall, rate, cleanup = result["wall_s"], result["polls_per_s"], result["cleanup_errors"]
     print(f"wall {wall} s, {rate} polls/s; cleanup errors: {cleanup}")
+    print("CPU cores during the polls:", json.dumps(result["cpu_cores_during_polls"]))
     if result["error_samples"]:
         print("errors:", *result["error_samples"], sep="\n  ")
     if args.json:

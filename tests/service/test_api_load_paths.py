@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth import KeyCache, authenticate, create_key, revoke_key
 from app.main import create_app
-from app.models import Base, Job, JobStatus
+from app.models import ApiKey, Base, Job, JobStatus
 from app.routes.events import JobWatch, _stream, snapshots
 from app.settings import Settings
 
@@ -75,7 +75,7 @@ def test_a_cached_key_needs_no_query_and_a_revoked_one_is_refused_after_the_ttl(
     with sessions() as session:
         assert authenticate(session, key, cache) == "alice"
     with sessions() as session:
-        revoke_key(session, row)
+        revoke_key(session, session.get(ApiKey, row.id))
     clock.now += TTL_S / 2
     queries = count_queries(app)
     with sessions() as session:  # within the TTL: the documented grace, no database read
@@ -127,7 +127,7 @@ def test_polls_through_the_app_read_the_key_once_per_ttl(app: FastAPI) -> None:
         key_reads = [q for q in queries if "FROM api_keys" in q]
         assert len(key_reads) == 1, queries
         with app.state.sessionmaker() as session:
-            revoke_key(session, row)
+            revoke_key(session, session.get(ApiKey, row.id))
         assert client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 200
         clock.now += TTL_S
         resp = client.get(f"/v1/jobs/{job_id}", headers=headers)
