@@ -301,7 +301,7 @@ def serve_command(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     migrations.upgrade(settings.database_url)
     ensure_first_key(settings.database_url)
-    worker = _start_worker(settings.queue)
+    worker = _start_worker(settings.queue, settings.serve_worker_nice)
     # uvicorn shuts down on SIGTERM, restores the previous handler and re-raises the signal;
     # the default handler would end this process before `finally` stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -357,11 +357,27 @@ def api_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_worker(queue: str) -> subprocess.Popen:
+def _start_worker(queue: str, nice: int = 0) -> subprocess.Popen:
     # `balancer worker` decides itself how many jobs it runs at once (worker/pool.py).
     cmd = [sys.executable, "-m", "cli.main", "worker", f"--queues={queue}", "--loglevel=info"]
     # Own process group: Ctrl-C in the terminal reaches serve, which then stops the worker.
-    return subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=os.environ.copy(),
+        start_new_session=True,
+        preexec_fn=(lambda: _lower_priority(nice)) if nice else None,
+    )
+
+
+def _lower_priority(nice: int) -> None:
+    """In the worker's child, after its setsid: nice the process and, where the kernel groups
+    CPU time by session (Linux autogroup), the new session's group too."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(nice))
+    except OSError:  # no autogroups here: the process nice does it
+        pass
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
