@@ -5,6 +5,7 @@ than `api_key_cache_s`) and the one poller shared by all event streams."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
@@ -266,3 +267,17 @@ def test_the_api_raises_a_low_open_files_limit() -> None:
     assert done.returncode == 0, done.stderr
     soft, hard = (int(v) for v in done.stdout.split())
     assert soft > 256 and (hard == -1 or soft <= hard)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX priorities")
+def test_the_serve_worker_can_run_at_a_lower_priority() -> None:
+    from cli.service_commands import _lower_priority
+
+    code = "import os; print(os.nice(0))"
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60,
+        start_new_session=True, preexec_fn=lambda: _lower_priority(5),
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert int(child.stdout) == min(19, os.nice(0) + 5)
