@@ -4,8 +4,12 @@ refuses an upload before its body is read.
 A key is `gb_` + `secrets.token_urlsafe(32)` (256 random bits). Only its SHA-256 is stored:
 with that much entropy nobody can guess a preimage, so a slow password hash (bcrypt, argon2)
 would add latency to every request and no safety. A request's key is hashed, the row is looked
-up by that hash, and the hashes are compared again with `hmac.compare_digest`. Every request
-reads the row, so a revocation takes effect at once.
+up by that hash, and the hashes are compared again with `hmac.compare_digest`.
+
+Each API process keeps the keys it verified for `Settings.api_key_cache_s` seconds (`KeyCache`),
+so a status poll does not read the key's row every time: a revoked key is still accepted by a
+process that verified it within that many seconds, and refused after (0 = read the row on every
+request: a revocation takes effect at once). Unknown and revoked keys are never cached.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -103,16 +111,68 @@ def revoke_key(session: Session, key: ApiKey) -> bool:
     return done
 
 
-def authenticate(session: Session, key: str) -> str | None:
-    """The owner of a valid, unrevoked key; None otherwise."""
+@dataclass(frozen=True)
+class _Verified:
+    owner: str
+    expires: float  # KeyCache's clock
+
+
+class KeyCache:
+    """Keys this process verified recently: digest -> owner, each for `ttl_s` seconds from
+    its check against the database. Only valid keys go in, so random keys cannot fill it;
+    past `max_entries` it is emptied (the keys are simply checked again)."""
+
+    def __init__(
+        self,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s, self.max_entries, self._clock = ttl_s, max_entries, clock
+        self._entries: dict[str, _Verified] = {}
+        self._lock = threading.Lock()
+
+    def owner(self, digest: str) -> str | None:
+        """The cached owner of a key verified less than ttl_s ago; None to check it."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if self._clock() >= entry.expires:
+            with self._lock:
+                if self._entries.get(digest) is entry:
+                    del self._entries[digest]
+            return None
+        return entry.owner
+
+    def owner_of(self, key: str) -> str | None:
+        """`owner` by the key itself; None for a key too long to be one."""
+        return self.owner(hash_key(key)) if len(key) <= MAX_KEY_LEN else None
+
+    def remember(self, digest: str, owner: str) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[digest] = _Verified(owner, self._clock() + self.ttl_s)
+
+
+def authenticate(session: Session, key: str, cache: KeyCache | None = None) -> str | None:
+    """The owner of a valid, unrevoked key; None otherwise. With `cache`, a key verified less
+    than cache.ttl_s ago is taken without a database read (nor a last_used_at update: the
+    next check after the TTL does that, and the TTL is far below LAST_USED_RESOLUTION)."""
     if not key or len(key) > MAX_KEY_LEN:
         return None
     digest = hash_key(key)
+    if cache is not None and (owner := cache.owner(digest)) is not None:
+        return owner
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
         return None
     owner = row.owner
     _touch(session, row)
+    if cache is not None:
+        cache.remember(digest, owner)
     return owner
 
 
@@ -189,7 +249,7 @@ class UploadGate:
                 request.headers.get("authorization"), request.headers.get(API_KEY_HEADER)
             )
             with state.sessionmaker() as session:
-                owner = authenticate(session, key) if key else None
+                owner = authenticate(session, key, state.key_cache) if key else None
                 if owner is None:
                     raise unauthorized(bool(key))
                 if request.url.path in self.job_paths:  # a dataset upload starts no job

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from app.auth import UploadGate
+from app.auth import KeyCache, UploadGate
 from app.lifespan import lifespan as sweeper_lifespan
 from app.limits import BodySizeLimit
 from app.observability import install_metrics
@@ -54,10 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=sweeper_lifespan,  # re-queues jobs of dead workers (jobs/sweeper.py)
     )
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool_sqlite=True)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.key_cache = KeyCache(settings.api_key_cache_s)
+    # One poller for all of this process's event streams (app/routes/events.py).
+    app.state.job_watch = events.JobWatch(app.state.sessionmaker)
     app.state.celery = create_celery(settings)
     # Slack for the multipart envelope around the file and the config field.
     limit = settings.max_upload_bytes + 1024**2

@@ -10,9 +10,13 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from cli.workers import worker_argv
 from worker.pool import DEFAULT_GPU_JOBS, jobs_at_once
+
+if TYPE_CHECKING:  # imported inside the handlers: `balancer --help` stays fast
+    from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +103,10 @@ def _add_keys_commands(subparsers: argparse._SubParsersAction) -> None:
     create.set_defaults(func=keys_create_command)
     listing = commands.add_parser("list", help="list keys (never the keys themselves)")
     listing.set_defaults(func=keys_list_command)
-    revoke = commands.add_parser("revoke", help="revoke a key at once")
+    revoke = commands.add_parser(
+        "revoke",
+        help="revoke a key (the API refuses it within BALANCER_API_KEY_CACHE_S, 5 s by default)",
+    )
     revoke.add_argument("key", metavar="PREFIX_OR_ID", help="the key's listed prefix or id")
     revoke.set_defaults(func=keys_revoke_command)
 
@@ -271,25 +278,56 @@ def worker_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
-
     import migrations
-    from app.main import create_app
     from jobs.settings import get_settings
 
     settings = get_settings()
     settings.ensure_dirs()
     migrations.upgrade(settings.database_url)
     ensure_first_key(settings.database_url)
-    worker = _start_worker(settings.queue)
+    worker = _start_worker(settings.queue, settings.serve_worker_nice)
     # uvicorn shuts down on SIGTERM, restores the previous handler and re-raises the signal;
     # the default handler would end this process before `finally` stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        run_api(settings, args.host, args.port)
     finally:
         stop_process(worker)
     return 0
+
+
+def run_api(settings: Settings, host: str, port: int) -> None:
+    """uvicorn with settings.api_workers processes. Several are started from the app's import
+    string, each reading the same BALANCER_* settings; SIGTERM stops them all, then returns."""
+    import uvicorn
+
+    from app.main import create_app
+
+    raise_open_files_limit()
+    if settings.api_workers > 1:
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port,
+            workers=settings.api_workers,
+        )  # fmt: skip
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port)
+
+
+def raise_open_files_limit(want: int = 65536) -> None:
+    """Every client connection is a file descriptor, and an event stream stays open for as long
+    as its job runs; many systems start processes with a soft limit of 1024. Raise it towards
+    the hard limit (the worker processes uvicorn starts inherit it)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d: %s", soft, exc)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -297,19 +335,33 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def api_command(args: argparse.Namespace) -> int:
-    import uvicorn
+    from jobs.settings import get_settings
 
-    from app.main import create_app
-
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    run_api(get_settings(), args.host, args.port)
     return 0
 
 
-def _start_worker(queue: str) -> subprocess.Popen:
+def _start_worker(queue: str, nice: int = 0) -> subprocess.Popen:
     # `balancer worker` decides itself how many jobs it runs at once (worker/pool.py).
     cmd = [sys.executable, "-m", "cli.main", "worker", f"--queues={queue}", "--loglevel=info"]
     # Own process group: Ctrl-C in the terminal reaches serve, which then stops the worker.
-    return subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=os.environ.copy(),
+        start_new_session=True,
+        preexec_fn=(lambda: _lower_priority(nice)) if nice else None,
+    )
+
+
+def _lower_priority(nice: int) -> None:
+    """In the worker's child, after its setsid: nice the process and, where the kernel groups
+    CPU time by session (Linux autogroup), the new session's group too."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(nice))
+    except OSError:  # no autogroups here: the process nice does it
+        pass
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

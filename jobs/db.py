@@ -13,15 +13,21 @@ from sqlalchemy.orm import Session, sessionmaker
 # request's session keeps its connection in between. With a bounded pool, under load every
 # thread can end up waiting for a connection held by a request that waits for a thread: a
 # deadlock until pool_timeout, then 503s (bench/load.py hit it at 200 concurrent polls).
-# SQLite connections are a file open, so none are pooled; PostgreSQL keeps a few warm and
-# opens more as needed, bounded by the server's max_connections (beyond it: a quick 503).
+# PostgreSQL keeps a few warm and opens more as needed, bounded by the server's max_connections
+# (beyond it: a quick 503). SQLite connections are a file open: unpooled, except in the API
+# (pool_sqlite), where a connect and its three PRAGMAs per request were ~10 % of a status
+# poll's CPU (py-spy, bench/load.py); it keeps a few the same way, with the same overflow.
 PG_POOL_SIZE = 10
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, pool_sqlite: bool = False, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
+        if pool_sqlite and kwargs.get("poolclass") is None:
+            kwargs |= {"poolclass": pool.QueuePool, "pool_size": PG_POOL_SIZE, "max_overflow": -1}
         kwargs.setdefault("poolclass", pool.NullPool)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # check_same_thread off: a pooled connection serves one thread-pool thread at a time.
+        connect_args = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping: a worker may sit idle for hours between jobs, and the database may have been

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     orphan_sweep_interval_s: float = Field(3600.0, ge=0.0, description="0 = never.")
     orphan_grace_s: float = Field(3600.0, ge=0.0)
     page_size_max: int = Field(100, ge=1)
+    # API processes (uvicorn workers) that `balancer serve` and `balancer api` start on the
+    # one port; each has its own sweeper, key cache and event poller. On a CPU that also
+    # trains jobs one process leaves a core to the worker; more serve more clients at once.
+    api_workers: int = Field(1, ge=1, le=64)
+    # Niceness (0..19) of the worker that `balancer serve` starts, in its own session: above 0
+    # the API answers first when it and a training job want the same cores, and the job runs on
+    # what is left (on Linux with autogroups the session's group gets it as well, else the
+    # process nice alone would not count against the API's session). 0 = equal shares.
+    serve_worker_nice: int = Field(0, ge=0, le=19)
+    # Seconds an API process trusts an API key it verified (app/auth.py KeyCache) before it
+    # reads the key's row again: a revoked key is refused within this long. 0 = every request
+    # reads the row (a revocation takes effect at once, at a database read per request).
+    api_key_cache_s: float = Field(5.0, ge=0.0)
     # A job's event stream (GET /v1/jobs/{id}/events) closes after this many seconds without
     # its `end` event; the web page connects again (as EventSource does), balancer.Client polls
     # instead. 0 = open until the job ends. For tools that read each stream to its end.

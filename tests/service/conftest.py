@@ -42,6 +42,9 @@ ACTIVE_JOBS_LIMIT = 3
 RETRY_AFTER_S = 45
 SMALL_OWNER, SMALL_OWNER_UPLOAD_LIMIT = "small-uploads", 100_000
 TEST_OWNER = "tests"
+# How long the test services' API trusts a key it verified (BALANCER_API_KEY_CACHE_S): short,
+# so that the revocation test waits little.
+KEY_CACHE_S = 1.0
 # One PyTorch thread in the API and worker processes (unless the caller set OMP_NUM_THREADS):
 # on the 2-core test machine they share the cores with the test process, and a small job took
 # 5.2-5.6 s with one thread against 7.8-10.9 s with two (docs/testing.md).
@@ -166,6 +169,7 @@ def service_env(request: pytest.FixtureRequest, data_dir: Path) -> dict[str, str
         "BALANCER_PROGRESS_INTERVAL_S": "0.2",
         "BALANCER_OWNER_MAX_ACTIVE_JOBS": str(ACTIVE_JOBS_LIMIT),
         "BALANCER_OWNER_RETRY_AFTER_S": str(RETRY_AFTER_S),
+        "BALANCER_API_KEY_CACHE_S": str(KEY_CACHE_S),
         "BALANCER_OWNER_LIMITS": json.dumps(
             {SMALL_OWNER: {"max_upload_bytes": SMALL_OWNER_UPLOAD_LIMIT}}
         ),
