@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up, make sure PostgreSQL, Redis and Chromium are there, then run the whole test suite:
-# the inner loop (`-m "not slow"`) on two processes, then the slow tier (service stacks,
-# browser, fault injection) in one, since its stacks, ports and databases are per process.
+# Set up, make sure PostgreSQL, Redis and Chromium are there, then run the whole test suite
+# on two processes (pytest-xdist): the inner loop (`-m "not slow"`), then the slow tier
+# (service stacks, browser, fault injection) a file per process, so a module's stack stays
+# in one process; every stack takes its own ports, databases, queues and servers.
 # Extra arguments replace that: they go to one pytest run (e.g. -m "not slow" -n 2 for the
 # inner loop only: docs/testing.md).
 set -euo pipefail
@@ -14,5 +15,5 @@ if [ $# -gt 0 ]; then
 fi
 status=0  # both tiers run, so one failure does not hide the other tier's
 .venv/bin/python -m pytest -ra -m "not slow" -n 2 || status=$?
-.venv/bin/python -m pytest -ra -m slow || status=$?
+.venv/bin/python -m pytest -ra -m slow -n 2 --dist loadfile || status=$?
 exit "$status"
