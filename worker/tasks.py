@@ -174,6 +174,9 @@ def run(settings: Settings, sessions: sessionmaker[Session], job_id: uuid.UUID) 
         log.exception("job %s crashed", job_id)
         _end(settings, sessions, claim, JobStatus.failed, _error_message(exc))
     else:
+        # Scratch goes before the row turns succeeded: whoever sees the job done finds this
+        # host's disk already clean (the outputs are in the store by now).
+        storage.release_scratch(job_id, claim.attempt)
         if state.succeed(sessions, claim, report, artifacts):
             log.info("job %s: succeeded", job_id)
         else:  # lost between the last check and now; the newer attempt replaces the outputs
